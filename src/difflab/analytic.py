@@ -117,3 +117,43 @@ class GaussianMixture:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         x = torch.stack([c.sample(n, generator) for c in self.components], 1)
         return x[torch.arange(n), k], k
+
+
+# -- exact output statistics of a sampler, for convergence-order measurements --------------
+def output_moments(
+    sampler, denoiser, dim: int, lams: Tensor, dtype: torch.dtype = torch.float64, **kwargs
+) -> tuple[Tensor, Tensor]:
+    """Exact mean and covariance of ``sampler(denoiser, z, lams)`` for ``z ~ N(0, I)``.
+
+    Valid whenever the sampler output is affine in the start noise and in every noise draw,
+    which holds for all of difflab's samplers driven by an affine denoiser (e.g.
+    :meth:`Gaussian.denoise`). One batched run computes the affine map: row 0 has all
+    inputs zero, the next ``dim`` rows a unit start vector each, and each stochastic step k
+    gets ``dim`` rows with a unit noise vector each. No Monte Carlo error.
+    """
+    steps = len(lams) - 1
+    rows = 1 + dim + steps * dim
+    eye = torch.eye(dim, dtype=dtype)
+    z = torch.zeros(rows, dim, dtype=dtype)
+    z[1 : 1 + dim] = eye
+    calls = [0]
+
+    def noise(like: Tensor) -> Tensor:
+        k = calls[0]
+        calls[0] += 1
+        n = torch.zeros_like(like)
+        n[1 + dim + k * dim : 1 + dim + (k + 1) * dim] = eye
+        return n
+
+    out = sampler(denoiser, z, lams, noise_sampler=noise, **kwargs)
+    c = out[0]
+    a = out[1 : 1 + dim + calls[0] * dim] - c
+    return c, a.T @ a
+
+
+def loglog_slope(steps: Sequence[float], errors: Sequence[float]) -> float:
+    """Least-squares slope of ``-log(error)`` against ``log(steps)``: the convergence order."""
+    x = torch.log(torch.as_tensor(steps, dtype=torch.float64))
+    y = -torch.log(torch.as_tensor(errors, dtype=torch.float64))
+    xc = x - x.mean()
+    return float((xc * (y - y.mean())).sum() / (xc**2).sum())

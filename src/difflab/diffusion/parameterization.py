@@ -53,7 +53,7 @@ def eps_from_v(z: Tensor, v: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
 
 
 def merge_both(z: Tensor, x_tilde: Tensor, eps_tilde: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """"both": ``x_hat = sigma^2 x_tilde + alpha (z - sigma eps_tilde)`` (weights sigma^2, alpha^2)."""
+    """ "both": ``x_hat = sigma^2 x_tilde + alpha (z - sigma eps_tilde)`` (weights sigma^2, alpha^2)."""
     return sigma**2 * x_tilde + alpha * (z - sigma * eps_tilde)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ def _grid(lams: Tensor | list[float]) -> list[float]:
         raise ValueError("lams needs at least 2 values (steps >= 1): noisy start ... clean end")
     if any(math.isnan(v) or v == -math.inf for v in g) or any(math.isinf(v) for v in g[:-1]):
         raise ValueError("lams must be finite (only the last value may be +inf)")
-    if any(b <= a for a, b in zip(g, g[1:])):
+    if any(b <= a for a, b in pairwise(g)):
         raise ValueError("lams must increase strictly (noisy -> clean); reverse the grid?")
     return g
 
@@ -87,7 +88,9 @@ def _lin(a: float, z: Tensor, b: float, x: Tensor) -> Tensor:
 
 
 # -- single steps (public: they are what diffusers' scheduler.step is checked against) --
-def ddim_step(z: Tensor, x_hat: Tensor, lam_t: float, lam_s: float, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
+def ddim_step(
+    z: Tensor, x_hat: Tensor, lam_t: float, lam_s: float, eta: float = 0.0, noise: Tensor | None = None
+) -> Tensor:
     """One DDIM step from log-SNR ``lam_t`` to ``lam_s > lam_t`` (Song et al. 2021, eq. 12).
 
     ``z_s = alpha_s x_hat + sqrt(sigma_s^2 - c^2) eps_hat + c noise`` with
@@ -105,7 +108,9 @@ def ddim_step(z: Tensor, x_hat: Tensor, lam_t: float, lam_s: float, eta: float =
     return out
 
 
-def ddpm_step(z: Tensor, x_hat: Tensor, lam_t: float, lam_s: float, gamma: float = 0.0, noise: Tensor | None = None) -> Tensor:
+def ddpm_step(
+    z: Tensor, x_hat: Tensor, lam_t: float, lam_s: float, gamma: float = 0.0, noise: Tensor | None = None
+) -> Tensor:
     """One ancestral step: a draw from ``q(z_s | z_t, x = x_hat)`` (Ho et al. 2020; SPEC section 3).
 
     Mean ``(alpha_{t|s} sigma_s^2 / sigma_t^2) z_t + (alpha_s sigma_{t|s}^2 / sigma_t^2) x_hat``,
@@ -125,9 +130,19 @@ def ddpm_step(z: Tensor, x_hat: Tensor, lam_t: float, lam_s: float, gamma: float
 
 
 # -- samplers ---------------------------------------------------------------------------
-def ddim(denoiser: Denoiser, z: Tensor, lams: Tensor, *, eta: float = 0.0, cond: Any = None,
-         generator: torch.Generator | None = None, noise_sampler: NoiseSampler | None = None,
-         callback: Callback | None = None, progress: bool = False, check_finite: bool = True) -> Tensor:
+def ddim(
+    denoiser: Denoiser,
+    z: Tensor,
+    lams: Tensor,
+    *,
+    eta: float = 0.0,
+    cond: Any = None,
+    generator: torch.Generator | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    check_finite: bool = True,
+) -> Tensor:
     """DDIM (Song et al. 2021, "Denoising Diffusion Implicit Models", eq. 12) in log-SNR.
 
     ``eta = 0`` is deterministic and equals Euler's method on the probability-flow ODE in
@@ -145,9 +160,19 @@ def ddim(denoiser: Denoiser, z: Tensor, lams: Tensor, *, eta: float = 0.0, cond:
     return z
 
 
-def ddpm(denoiser: Denoiser, z: Tensor, lams: Tensor, *, gamma: float = 0.0, cond: Any = None,
-         generator: torch.Generator | None = None, noise_sampler: NoiseSampler | None = None,
-         callback: Callback | None = None, progress: bool = False, check_finite: bool = True) -> Tensor:
+def ddpm(
+    denoiser: Denoiser,
+    z: Tensor,
+    lams: Tensor,
+    *,
+    gamma: float = 0.0,
+    cond: Any = None,
+    generator: torch.Generator | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    check_finite: bool = True,
+) -> Tensor:
     """Ancestral sampling (Ho et al. 2020, "Denoising Diffusion Probabilistic Models", Alg. 2),
     with the optional variance interpolation ``gamma`` of Video Diffusion Models (Ho et al. 2022)."""
     if not 0.0 <= gamma <= 1.0:
@@ -162,9 +187,18 @@ def ddpm(denoiser: Denoiser, z: Tensor, lams: Tensor, *, gamma: float = 0.0, con
     return z
 
 
-def dpmpp_2m(denoiser: Denoiser, z: Tensor, lams: Tensor, *, cond: Any = None,
-             generator: torch.Generator | None = None, noise_sampler: NoiseSampler | None = None,
-             callback: Callback | None = None, progress: bool = False, check_finite: bool = True) -> Tensor:
+def dpmpp_2m(
+    denoiser: Denoiser,
+    z: Tensor,
+    lams: Tensor,
+    *,
+    cond: Any = None,
+    generator: torch.Generator | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    check_finite: bool = True,
+) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of
     Diffusion Probabilistic Models", Algorithm 2): multistep, second order, data prediction.
 
@@ -194,9 +228,18 @@ def dpmpp_2m(denoiser: Denoiser, z: Tensor, lams: Tensor, *, cond: Any = None,
     return z
 
 
-def heun(denoiser: Denoiser, z: Tensor, lams: Tensor, *, cond: Any = None,
-         generator: torch.Generator | None = None, noise_sampler: NoiseSampler | None = None,
-         callback: Callback | None = None, progress: bool = False, check_finite: bool = True) -> Tensor:
+def heun(
+    denoiser: Denoiser,
+    z: Tensor,
+    lams: Tensor,
+    *,
+    cond: Any = None,
+    generator: torch.Generator | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    check_finite: bool = True,
+) -> Tensor:
     """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, "Elucidating
     the Design Space of Diffusion-Based Generative Models", Algorithm 1, deterministic).
 
