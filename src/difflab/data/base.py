@@ -1,0 +1,116 @@
+"""The shared shape of every difflab image dataset: integer pixels underneath, [-1, 1] floats on top.
+
+Every image dataset stores or produces its pixels as integer *levels* ``0 .. levels-1``
+(uint8): 17 levels for the 8x8 digits (their raw values 0..16), 256 for everything else.
+An item is the pair ``(image, label)``:
+
+- ``image``: float32 tensor of shape (C, H, W) in [-1, 1], ``x = 2 k / (levels - 1) - 1``
+  (``from_levels``); with ``discrete=True`` it is the uint8 tensor of levels ``k`` itself,
+  the view that discrete models (autoregressive diffusion) need;
+- ``label``: a Python int (class index; 0 for unlabelled data).
+
+``to_levels`` is the exact inverse of ``from_levels`` on the level grid.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+class DataWarning(UserWarning):
+    """Raised (as a warning) when a dataset skips unreadable records."""
+
+
+def from_levels(k: Tensor, levels: int) -> Tensor:
+    """Integer levels ``0..levels-1`` -> float32 in [-1, 1]: ``x = 2 k / (levels - 1) - 1``."""
+    _check_levels(levels)
+    return k.to(torch.float32) * (2.0 / (levels - 1)) - 1.0
+
+
+def to_levels(x: Tensor, levels: int) -> Tensor:
+    """Floats in [-1, 1] -> nearest integer level in ``0..levels-1`` (uint8; values outside are clamped)."""
+    _check_levels(levels)
+    k = torch.round((x.to(torch.float32) + 1.0) * ((levels - 1) / 2.0))
+    return k.clamp_(0, levels - 1).to(torch.uint8)
+
+
+def _check_levels(levels: int) -> None:
+    if not 2 <= levels <= 256:
+        raise ValueError(f"levels must be in 2..256, got {levels!r}")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset holds. ``None`` means "set by the options" (e.g. image-folder's size).
+
+    ``size`` is the image height and width (square images); ``num_items`` maps split -> count.
+    """
+
+    name: str
+    summary: str
+    channels: int | None
+    size: int | None
+    levels: int
+    num_classes: int | None
+    class_names: tuple[str, ...] | None = None
+    num_items: dict[str, int] | None = field(default=None)
+
+    def __str__(self) -> str:
+        shape = f"{self.channels or '?'}x{self.size or '?'}x{self.size or '?'}"
+        items = ", ".join(f"{k} {v:,}" for k, v in self.num_items.items()) if self.num_items else "items: ?"
+        classes = "?" if self.num_classes is None else str(self.num_classes)
+        return f"{self.name}: {self.summary} [{shape}, {self.levels} levels, {classes} classes, {items}]"
+
+
+class ImageDataset(Dataset[tuple[Tensor, int]]):
+    """Base class: subclasses implement ``__len__`` and ``get_levels(i) -> (uint8 (C,H,W), label)``.
+
+    ``__getitem__`` returns ``(float32 image in [-1, 1], label)``, or ``(uint8 levels, label)``
+    when the dataset was built with ``discrete=True``.
+    """
+
+    levels: int = 256
+    discrete: bool = False
+    split: str = "train"
+
+    def get_levels(self, index: int) -> tuple[Tensor, int]:
+        """Return item ``index`` as (uint8 tensor (C, H, W) of levels 0..levels-1, int label)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} items")
+        k, label = self.get_levels(index % n)
+        return (k if self.discrete else from_levels(k, self.levels)), label
+
+    @property
+    def info(self) -> DatasetInfo:
+        """A concrete description of this instance (its split, size and options)."""
+        raise NotImplementedError
+
+
+class SkipCounter:
+    """Collects (path, reason) for skipped records and warns about them at most once per message kind."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.skipped: list[tuple[str, str]] = []
+        self._warned: set[str] = set()
+
+    def add(self, path: str, reason: str) -> None:
+        self.skipped.append((path, reason))
+
+    def warn_once(self, kind: str, message: str) -> None:
+        """Emit ``f"{what}: {message}"`` as a DataWarning, only the first time for this ``kind``."""
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(f"{self.what}: {message}", DataWarning, stacklevel=3)

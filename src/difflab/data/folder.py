@@ -1,0 +1,241 @@
+"""Images from a folder tree (PNG, JPEG and anything else Pillow reads), optionally one folder per class.
+
+Layout: if ``root`` has sub-folders, each is a class (labels = sorted folder names, images found
+recursively inside each); otherwise every image directly or recursively under ``root`` has label 0.
+Hidden files and folders (names starting with ".") are ignored. If ``root/train`` and ``root/test``
+both exist they are the two splits; otherwise ``test_fraction`` assigns each file to a split by a
+stable hash (BLAKE2b) of its relative path (the whole tree is the train split when ``test_fraction=0``).
+
+Robustness: at construction every file with an image extension is opened and checked with Pillow's
+``verify()`` (header and structure, PNG checksums; a progress bar shows for large trees), or fully
+decoded with ``verify="decode"``. Failures are skipped, counted in ``skipped`` and reported in one
+``DataWarning``; files without an image extension are ignored and counted in ``num_ignored``.
+A file that still fails to decode later (e.g. truncated JPEG data, which ``verify()`` cannot see)
+is replaced by the next readable item and counted in ``skipped`` (one more warning the first time;
+in DataLoader workers each worker counts and warns on its own copy).
+
+Transform: convert to RGB (``channels=3``; transparency composited on white) or greyscale
+(``channels=1``), resize the shorter side to ``resize`` (default ``size``; Pillow bicubic, which
+antialiases), then a ``size`` x ``size`` centre or random crop and an optional random flip.
+Random crops and flips use torch's global RNG, which DataLoader seeds per worker from its generator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .base import DatasetInfo, ImageDataset, SkipCounter
+
+SPLITS = ("train", "test")
+
+
+def image_extensions() -> frozenset[str]:
+    """Lower-case file extensions that Pillow can open (e.g. ".png", ".jpg")."""
+    from PIL import Image
+
+    return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def _walk(folder: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    return out
+
+
+class ImageFolder(ImageDataset):
+    """A folder of images as (C, size, size) tensors in [-1, 1] with class labels (see module doc).
+
+    Attributes: ``files`` (readable image paths), ``targets`` (their labels), ``class_names``,
+    ``skipped`` (list of (path, reason) for unreadable files), ``num_ignored`` (non-image files).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "train",
+        *,
+        size: int = 64,
+        resize: int | None = None,
+        crop: Literal["center", "random"] = "center",
+        channels: Literal[1, 3] = 3,
+        flip: bool = False,
+        discrete: bool = False,
+        test_fraction: float = 0.0,
+        verify: Literal["header", "decode"] = "header",
+        progress: bool | None = None,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+        if size < 1 or (resize is not None and resize < size):
+            raise ValueError(f"need size >= 1 and resize >= size, got size={size}, resize={resize}")
+        if crop not in ("center", "random"):
+            raise ValueError(f"crop must be 'center' or 'random', got {crop!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        if verify not in ("header", "decode"):
+            raise ValueError(f"verify must be 'header' or 'decode', got {verify!r}")
+        if not 0.0 <= test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist or is not a folder")
+        self.split, self.size, self.resize = split, int(size), int(resize or size)
+        self.crop, self.channels, self.flip, self.discrete = crop, channels, bool(flip), bool(discrete)
+        self.levels = 256
+
+        base, hashed = self.root, test_fraction > 0
+        if (self.root / "train").is_dir() and (self.root / "test").is_dir():
+            base, hashed = self.root / split, False
+        elif split == "test" and not hashed:
+            raise ValueError(f"{self.root} has no train/ and test/ folders: pass test_fraction > 0 for a test split")
+        class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and _visible(p))
+        self.class_names = tuple(p.name for p in class_dirs) or ("",)
+        sources = [(d, i) for i, d in enumerate(class_dirs)] or [(base, 0)]
+        # In class mode, files lying directly in `base` belong to no class: ignored.
+        self.num_ignored = sum(1 for p in base.iterdir() if p.is_file() and _visible(p)) if class_dirs else 0
+
+        exts = image_extensions()
+        candidates: list[tuple[Path, int]] = []
+        for folder, label in sources:
+            for path in _walk(folder):
+                if path.suffix.lower() not in exts:
+                    self.num_ignored += 1
+                    continue
+                if hashed:
+                    in_test = _unit_hash(path.relative_to(base).as_posix()) < test_fraction
+                    if in_test != (split == "test"):
+                        continue
+                candidates.append((path, label))
+
+        self._skips = SkipCounter(f"image-folder {self.root}")
+        self.files: list[Path] = []
+        self.targets: list[int] = []
+        for path, label in self._progress(candidates, progress):
+            reason = _check_image(path, full=verify == "decode")
+            if reason is None:
+                self.files.append(path)
+                self.targets.append(label)
+            else:
+                self._skips.add(str(path), reason)
+        if self._skips.skipped:
+            path, reason = self._skips.skipped[0]
+            ignored = f"; ignored {self.num_ignored} non-image file(s)" if self.num_ignored else ""
+            msg = f"skipped {len(self._skips.skipped)} unreadable image file(s) (first: {path}: {reason}){ignored}"
+            self._skips.warn_once("verify", msg)
+        if not self.files:
+            raise ValueError(
+                f"no readable images under {base} (split {split!r}; {len(self._skips.skipped)} unreadable, "
+                f"{self.num_ignored} non-image files)"
+            )
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of every file skipped so far (at construction and while loading)."""
+        return self._skips.skipped
+
+    @staticmethod
+    def _progress(items: list[Any], progress: bool | None) -> Any:
+        if progress is False or (progress is None and len(items) < 2000):
+            return items
+        from tqdm.auto import tqdm
+
+        return tqdm(items, desc="verifying images", unit="img", disable=None if progress is None else False)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def get_levels(self, index: int) -> tuple[Tensor, int]:
+        n = len(self.files)
+        for attempt in range(n):
+            i = (index + attempt) % n
+            try:
+                return self._load(self.files[i]), self.targets[i]
+            except Exception as e:  # any decoder failure means "corrupt file"
+                reason = f"{type(e).__name__}: {e}"
+                self._skips.add(str(self.files[i]), reason)
+                self._skips.warn_once(
+                    "load",
+                    f"cannot decode {self.files[i]} ({reason}); using the next image instead "
+                    "(later failures are only counted in .skipped)",
+                )
+        raise RuntimeError(f"image-folder {self.root}: no image could be decoded")
+
+    def _load(self, path: Path) -> Tensor:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.load()
+            im = _to_mode(im, "RGB" if self.channels == 3 else "L")
+        w, h = im.size
+        if min(w, h) != self.resize:
+            scale = self.resize / min(w, h)
+            im = im.resize((max(self.resize, round(w * scale)), max(self.resize, round(h * scale))), Image.BICUBIC)
+        w, h = im.size
+        if self.crop == "random":
+            top = int(torch.randint(0, h - self.size + 1, ()))
+            left = int(torch.randint(0, w - self.size + 1, ()))
+        else:
+            top, left = (h - self.size) // 2, (w - self.size) // 2
+        im = im.crop((left, top, left + self.size, top + self.size))
+        arr = np.asarray(im, dtype=np.uint8).reshape(self.size, self.size, self.channels)
+        k = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+        if self.flip and bool(torch.rand(()) < 0.5):
+            k = k.flip(-1)
+        return k
+
+    @property
+    def info(self) -> DatasetInfo:
+        return DatasetInfo(
+            name="image-folder",
+            summary=f"images under {self.root}",
+            channels=self.channels,
+            size=self.size,
+            levels=256,
+            num_classes=len(self.class_names),
+            class_names=self.class_names,
+            num_items={self.split: len(self)},
+        )
+
+
+def _unit_hash(text: str) -> float:
+    """A stable, well-mixed number in [0, 1) for ``text`` (the first 8 bytes of its BLAKE2b digest)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def _to_mode(im: Any, mode: str) -> Any:
+    """Convert a Pillow image to ``mode`` ("RGB" or "L"), compositing any transparency on white."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba)
+    return im.convert(mode)
+
+
+def _check_image(path: Path, full: bool) -> str | None:
+    """None if Pillow can open (and verify, or fully decode) ``path``, else the reason it cannot."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if full:
+                im.load()
+            else:
+                im.verify()
+    except Exception as e:  # Pillow raises many exception types for bad files
+        return f"{type(e).__name__}: {e}"
+    return None

@@ -1,0 +1,103 @@
+"""Datasets by name: ``get_dataset(name, split, **options)``, ``describe(name)``, ``list_datasets()``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from . import digits, fashion_mnist, photos
+from .base import DatasetInfo, ImageDataset
+from .digits import Digits
+from .fashion_mnist import FashionMNIST
+from .folder import ImageFolder
+from .photos import PhotoCrops
+
+_CLASSES: dict[str, type[ImageDataset]] = {
+    "digits": Digits,
+    "fashion-mnist": FashionMNIST,
+    "image-folder": ImageFolder,
+    "photo-crops": PhotoCrops,
+}
+
+_INFO: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(
+        name="digits",
+        summary=digits.SUMMARY + "; the embedded default for demos and tests",
+        channels=1,
+        size=8,
+        levels=digits.DIGITS_LEVELS,
+        num_classes=10,
+        class_names=digits.DIGIT_CLASSES,
+        num_items={"train": 1497, "test": 300},
+    ),
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        summary=fashion_mnist.SUMMARY + "; Debian package dataset-fashion-mnist or root=",
+        channels=1,
+        size=28,
+        levels=256,
+        num_classes=10,
+        class_names=fashion_mnist.FASHION_CLASSES,
+        num_items={"train": 60000, "test": 10000},
+    ),
+    "image-folder": DatasetInfo(
+        name="image-folder",
+        summary="Pillow-readable images under root=, one sub-folder per class (size=, channels= options)",
+        channels=None,
+        size=None,
+        levels=256,
+        num_classes=None,
+    ),
+    "photo-crops": DatasetInfo(
+        name="photo-crops",
+        summary=photos.SUMMARY + " (size=64 default; label = photo index; test = held-out photos)",
+        channels=3,
+        size=64,
+        levels=256,
+        num_classes=len(photos.TRAIN_PHOTOS),
+        class_names=photos.TRAIN_PHOTOS,
+        num_items={"train": 10000, "test": 1000},
+    ),
+}
+
+
+def _canonical(name: str) -> str:
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in _CLASSES:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(_CLASSES))}")
+    return key
+
+
+def list_datasets() -> list[str]:
+    """The registered dataset names."""
+    return sorted(_CLASSES)
+
+
+def describe(name: str) -> DatasetInfo:
+    """What dataset ``name`` holds with its default options (``None`` fields depend on options)."""
+    return _INFO[_canonical(name)]
+
+
+def dataset_options(name: str) -> list[str]:
+    """The keyword options ``get_dataset(name, ...)`` accepts."""
+    params = inspect.signature(_CLASSES[_canonical(name)]).parameters
+    return [p for p in params if p != "split"]
+
+
+def get_dataset(name: str, split: str = "train", **options: Any) -> ImageDataset:
+    """Build dataset ``name`` ("digits", "fashion-mnist", "image-folder", "photo-crops") for ``split``.
+
+    Items are ``(float32 image (C, H, W) in [-1, 1], int label)``, or ``(uint8 levels, label)``
+    with ``discrete=True``. An unknown name, split or option is a ValueError listing the valid ones.
+    """
+    key = _canonical(name)
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; valid splits: train, test")
+    valid = dataset_options(key)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        bad, ok = ", ".join(unknown), ", ".join(valid)
+        raise ValueError(f"unknown option(s) {bad} for dataset {key!r}; valid options: {ok}")
+    if key == "image-folder" and "root" not in options:
+        raise ValueError("dataset 'image-folder' needs root= (a folder of images, optionally one sub-folder per class)")
+    return _CLASSES[key](split=split, **options)
