@@ -92,10 +92,11 @@ def test_ddpm_step_matches_posterior_formula():
         assert torch.allclose(ddpm_step(z, x_hat, lt, ls, gamma, noise), mean + std * noise, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:heun")
 def test_last_step_returns_x_hat_and_dtype_is_kept():
     z = torch.randn(8, 2)
     for name in SAMPLERS:
-        out = sample(name, lambda z_, lam, c: torch.full_like(z_, 0.25), z, SCHED.lams(3))
+        out = sample(name, lambda z_, lam, c: torch.full_like(z_, 0.25), z, SCHED.lams(3, "lam"))
         assert out.dtype == torch.float32 and torch.equal(out, torch.full_like(z, 0.25))
 
 
@@ -139,3 +140,16 @@ def test_bad_input_errors():
             fn(bad, z, SCHED.lams(8, "lam"))
     with pytest.raises(ValueError, match="shape"):
         ddim(lambda z_, lam, c: z_[:, :1], z, SCHED.lams(2))
+
+
+def test_heun_warns_about_unstable_steps_and_dpmpp_lower_order_final():
+    z = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="heun: a grid step shrinks"):
+        heun(GAUSS.denoise, z, SCHED.lams(8, "t"))
+    exact = GAUSS.flow(z, SCHED.lam_min)
+    grid = SCHED.lams(4, "t", denoise_last=False)  # a large finite last step
+    err = {
+        flag: (dpmpp_2m(GAUSS.denoise, z, grid, lower_order_final=flag) - exact).norm(dim=1).mean().item()
+        for flag in (True, False)
+    }
+    assert err[True] < err[False], err

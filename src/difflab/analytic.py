@@ -89,11 +89,11 @@ class GaussianMixture:
 
     def _log_lik(self, z: Tensor, lam: Tensor) -> Tensor:
         """(B, K) log N(z; alpha mu_k, alpha^2 S_k + sigma^2 I)."""
-        alpha = alpha_sigma(lam)[0]
+        alpha, sigma = alpha_sigma(lam)
         out = []
         for c in self.components:
             r = (z - alpha[:, None] * c.mean.to(z)) @ c.evecs.to(z)
-            var = alpha[:, None] ** 2 * c.evals.to(z) + (1 - alpha[:, None] ** 2)
+            var = alpha[:, None] ** 2 * c.evals.to(z) + sigma[:, None] ** 2  # no 1 - alpha^2 cancellation
             out.append(-0.5 * ((r**2 / var) + var.log() + math.log(2 * math.pi)).sum(1))
         return torch.stack(out, 1)
 

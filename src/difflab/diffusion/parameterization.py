@@ -61,12 +61,12 @@ def merge_both(z: Tensor, x_tilde: Tensor, eps_tilde: Tensor, alpha: Tensor, sig
 def predict(name: str, out: Tensor, z: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
     """Turn a network output into ``(x_hat, eps_hat)`` for parameterization ``name``."""
     name = check_parameterization(name)
-    if name == "eps":
-        return x_from_eps(z, out, alpha, sigma), out
+    if name == "eps":  # (z - sigma eps) / alpha, in two fused passes
+        return torch.addcmul(z * (1 / alpha), out, -(sigma / alpha)), out
     if name == "x":
         return out, eps_from_x(z, out, alpha, sigma)
-    if name == "v":
-        return x_from_v(z, out, alpha, sigma), eps_from_v(z, out, alpha, sigma)
+    if name == "v":  # alpha z - sigma v and sigma z + alpha v
+        return torch.addcmul(alpha * z, out, -sigma), torch.addcmul(sigma * z, out, alpha)
     if out.shape[1] != 2 * z.shape[1]:
         raise ValueError(f"'both' needs {2 * z.shape[1]} output channels, got {out.shape[1]}")
     x_tilde, eps_tilde = out.chunk(2, dim=1)

@@ -12,6 +12,7 @@ update is a fused linear combination of ``z`` and ``x_hat``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
@@ -198,6 +199,7 @@ def dpmpp_2m(
     callback: Callback | None = None,
     progress: bool = False,
     check_finite: bool = True,
+    lower_order_final: bool = True,
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of
     Diffusion Probabilistic Models", Algorithm 2): multistep, second order, data prediction.
@@ -205,7 +207,9 @@ def dpmpp_2m(
     In the paper's ``lambda = log(alpha / sigma) = lam / 2``, with ``h_i = lambda_i - lambda_{i-1}``:
     ``z_i = (sigma_i / sigma_{i-1}) z_{i-1} - alpha_i (e^{-h_i} - 1) D_i`` where ``D_1 = x_hat_0``
     and ``D_i = (1 + 1 / (2 r_i)) x_hat_{i-1} - x_hat_{i-2} / (2 r_i)``, ``r_i = h_{i-1} / h_i``.
-    A final step to ``lam = +inf`` is first order (it returns ``x_hat``).
+    A final step to ``lam = +inf`` is first order (it returns ``x_hat``). With
+    ``lower_order_final`` a finite last step of a grid with fewer than 15 steps is first
+    order too, which keeps a large last step stable (the same rule as diffusers').
     """
     loop = _Loop(denoiser, z, lams, cond, callback, progress, check_finite, generator, noise_sampler, "dpmpp_2m")
     g = loop.lams
@@ -219,7 +223,8 @@ def dpmpp_2m(
             a_s, s_s = _ab(g[i + 1])
             h = (g[i + 1] - g[i]) / 2
             d = x_hat
-            if x_prev is not None:  # D = x_hat + (x_hat - x_prev) / (2 r)
+            last_low = lower_order_final and i == loop.steps - 1 and loop.steps < 15
+            if x_prev is not None and not last_low:  # D = x_hat + (x_hat - x_prev) / (2 r)
                 r = h_prev / h
                 d = torch.sub(x_hat, x_prev).mul_(1.0 / (2 * r)).add_(x_hat)
             z = _lin(s_s / s_t, z, -a_s * math.expm1(-h), d)
@@ -245,21 +250,35 @@ def heun(
 
     Works in ``y = z / alpha`` and ``s = sigma / alpha = exp(-lam / 2)``, where the ODE is
     ``dy/ds = (y - x_hat) / s``. Two denoiser calls per step except the last (to ``s = 0``).
+
+    The trapezoidal correction amplifies the change of ``x_hat`` across a step by about
+    ``s / (2 s_next)``, so a step that shrinks ``s`` a hundredfold (e.g. the first step of a
+    uniform-in-t grid from lam = -20) is unstable: use ``spacing="lam"`` or start near
+    lam = -9 (Karras et al.'s sigma_max = 80). A RuntimeWarning says when a grid has such a step.
     """
     loop = _Loop(denoiser, z, lams, cond, callback, progress, check_finite, generator, noise_sampler, "heun")
     g = loop.lams
+    worst = max(b - a for a, b in pairwise(g[:-1])) if len(g) > 2 else 0.0
+    if worst > 2 * math.log(100):
+        warnings.warn(
+            f"heun: a grid step shrinks sigma/alpha {math.exp(worst / 2):.0f}-fold; the second-order correction "
+            "is unstable there. Use a uniform-in-lam grid (schedule.lams(n, 'lam')) or start at lam >= -9.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     for i in range(loop.steps):
         x_hat = loop.x_hat(z, g[i], i)
         if g[i + 1] == math.inf:  # an Euler step to s = 0 lands on x_hat
             z = x_hat
         else:
+            # With q = s_next / s the Euler predictor is y_e = q y + (1 - q) x_hat and the
+            # trapezoid y + (s_next - s)(d + d_e) / 2 expands to q y + c1 x_hat + c2 x_e.
             a_t, a_s = _ab(g[i])[0], _ab(g[i + 1])[0]
-            s, s_next = math.exp(-g[i] / 2), math.exp(-g[i + 1] / 2)
-            y = z / a_t
-            d = (y - x_hat) / s
-            y_euler = y + (s_next - s) * d
-            d_next = (y_euler - loop.x_hat(y_euler * a_s, g[i + 1], i)) / s_next
-            z = (y + (s_next - s) / 2 * (d + d_next)) * a_s
+            q = math.exp((g[i] - g[i + 1]) / 2)
+            z_euler = _lin(a_s * q / a_t, z, a_s * (1 - q), x_hat)
+            x_euler = loop.x_hat(z_euler, g[i + 1], i)
+            c1, c2 = (1 - q) * (2 - 1 / q) / 2, (1 / q - 1) / 2
+            z = _lin(a_s * q / a_t, z, a_s * c1, x_hat).add_(x_euler, alpha=a_s * c2)
         loop.done(i, z, x_hat)
     return z
 

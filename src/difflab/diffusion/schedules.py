@@ -24,9 +24,10 @@ TimeLike = Tensor | float | Sequence[float]
 
 
 def _as_f64(x: TimeLike) -> tuple[Tensor, torch.dtype]:
-    t = torch.as_tensor(x)
-    out_dtype = t.dtype if t.is_floating_point() else torch.float64
-    return t.to(torch.float64), out_dtype
+    """``x`` as a float64 tensor, and the dtype to return (the input's, float64 for Python numbers)."""
+    if isinstance(x, Tensor) and x.is_floating_point():
+        return x.to(torch.float64), x.dtype
+    return torch.as_tensor(x, dtype=torch.float64), torch.float64
 
 
 class Schedule(ABC):

@@ -1,0 +1,166 @@
+"""Regenerate docs/RESULTS.md from the JSON files in docs/results/.
+
+Every benchmark writes ``docs/results/NAME.json`` with at least ``command``, ``machine`` and
+``date``; this module renders each file into one section, so the tables in RESULTS.md always
+agree with the data. A benchmark adds its section by adding a renderer to ``RENDERERS``, keyed
+by its JSON file name; files without a renderer get a generic section (their scalar values).
+
+    .venv/bin/python benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "docs" / "results"
+RESULTS_MD = ROOT / "docs" / "RESULTS.md"
+
+Renderer = Callable[[dict], str]
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _fmt(v: object, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f"{v:.0f}"
+        return f"{v:.2f}" if abs(v) >= 1 else f"{v:.{digits}g}"
+    return str(v)
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table; numbers right-aligned."""
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def provenance(data: dict) -> str:
+    """The command, machine and date that produced a result file."""
+    m = data.get("machine", {})
+    if isinstance(m, dict):
+        parts = [str(m.get("cpu", "?")), f"{m.get('cores', '?')} cores"]
+        if m.get("torch_threads"):
+            parts.append(f"torch threads: {m['torch_threads']}")
+        if m.get("load_average"):
+            parts.append(f"load average {m['load_average']} at start")
+        parts += [f"{k} {m[k]}" for k in ("torch", "diffusers", "python") if m.get(k)]
+        machine = ", ".join(parts)
+    else:
+        machine = str(m)
+    return f"Command: `{data.get('command', '?')}`  \nMachine: {machine}  \nDate: {data.get('date', '?')}"
+
+
+# -- sections ------------------------------------------------------------------------------------
+def render_core(data: dict) -> str:
+    """Section for benchmarks/core.py (issue "Core diffusion engine")."""
+    out = ["## Core diffusion engine", "", provenance(data), ""]
+
+    imp = data["import_seconds"]
+    out += [
+        "### Import time",
+        "",
+        "Wall time of a fresh `python -c ...` process, median of 7 runs (3 for `difflab.diffusion`).",
+        "",
+        table(
+            ["code", "ms"],
+            [
+                ["pass (bare interpreter)", imp["python_bare"] * 1e3],
+                ["import difflab", imp["difflab"] * 1e3],
+                ["import difflab.diffusion (pulls torch)", imp["difflab_diffusion"] * 1e3],
+            ],
+        ),
+        "",
+        f"`import difflab` imports torch: {_fmt(imp.get('difflab_imports_torch'))}.",
+        "",
+    ]
+
+    shape = "x".join(str(s) for s in data.get("batch_shape", []))
+    ex = data.get("sampler_extras_us", {})
+    rows = []
+    for name, r in data["sampler_step_us"].items():
+        rows.append([name, r.get("difflab"), r.get("diffusers"), r.get("ratio"), r.get("difflab_unchecked")])
+    out += [
+        "### Sampler overhead",
+        "",
+        f"Microseconds per step, batch {shape} float32, {data.get('steps')}-step loops, median of "
+        f"{data.get('repeats')} runs, difflab and diffusers runs interleaved. Both are driven by the same "
+        "trivial eps-network (`0.1 * z`), so this is the sampler's own cost. Heun counts one step per grid "
+        "interval (two network calls, one for the last interval), which is one diffusers "
+        "`set_timesteps` step (two `step()` calls). `no check`: difflab with `check_finite=False`.",
+        "",
+        table(["sampler", "difflab", "diffusers", "difflab / diffusers", "difflab, no check"], rows),
+        "",
+        f"Per call: the network {_fmt(ex.get('net_call_us'))} us, a `make_denoiser` call "
+        f"{_fmt(ex.get('make_denoiser_call_us'))} us, the finiteness check `torch.isfinite(x).all()` "
+        f"{_fmt(ex.get('finite_check_us'))} us (a sum-based check `torch.isfinite(x.sum())`: "
+        f"{_fmt(ex.get('finite_check_sum_us'))} us).",
+        "",
+    ]
+
+    setup = data.get("order_setup", {})
+    steps = setup.get("steps") or list(next(iter(data["order_errors"].values())).keys())
+    rows = []
+    for name, slope in data["order_slopes"].items():
+        errs = data["order_errors"][name]
+        fine = data.get("order_slopes_finest", {}).get(name)
+        rows.append([name, slope, fine, data.get("order_expected", {}).get(name)] + [errs[str(n)] for n in steps])
+    out += [
+        "### Convergence order",
+        "",
+        f"Error of the exact output distribution ({setup.get('error', '')}) on {setup.get('data', '')}; "
+        f"grid {setup.get('grid', '')}. Slope of -log(error) against log(steps).",
+        "",
+        table(["sampler", "slope", "slope, last pair", "expected"] + [f"error, {n} steps" for n in steps], rows),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def render_generic(name: str, data: dict) -> str:
+    """Fallback for a result file without a renderer: its provenance and scalar values."""
+    rows = [[k, v] for k, v in data.items() if isinstance(v, (int, float, str, bool)) and k not in ("command", "date")]
+    return "\n".join([f"## {name}", "", provenance(data), "", table(["key", "value"], rows), ""])
+
+
+RENDERERS: dict[str, Renderer] = {"core.json": render_core}
+
+
+def render(results_dir: Path = RESULTS_DIR) -> str:
+    """The whole RESULTS.md text: known sections in RENDERERS order, then any others by name."""
+    files = {p.name: p for p in sorted(results_dir.glob("*.json"))}
+    order = [n for n in RENDERERS if n in files] + [n for n in files if n not in RENDERERS]
+    parts = [
+        "# Results",
+        "",
+        "Generated by `benchmarks/report.py` from the JSON files in `docs/results/`; do not edit by hand.",
+        "Each section names the command, machine and date that produced its numbers.",
+        "",
+    ]
+    for n in order:
+        data = json.loads(files[n].read_text())
+        renderer = RENDERERS.get(n)
+        parts.append(renderer(data) if renderer else render_generic(n.removesuffix(".json"), data))
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main() -> Path:
+    """Write docs/RESULTS.md and return its path."""
+    RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS_MD.with_suffix(".md.tmp")
+    tmp.write_text(render())
+    tmp.replace(RESULTS_MD)
+    return RESULTS_MD
+
+
+if __name__ == "__main__":
+    print(main())
