@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout even without an editable install
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from difflab.analytic import Gaussian, loglog_slope, output_moments  # noqa: E402
+from difflab.analytic import Gaussian, known_coordinates_experiment, loglog_slope, output_moments  # noqa: E402
 from difflab.diffusion import (  # noqa: E402
     CosineSchedule,
     LinearBetaSchedule,
@@ -56,6 +56,8 @@ from difflab.diffusion._util import check_finite  # noqa: E402
 from report import main as write_report  # noqa: E402
 
 SHAPE = (64, 3, 32, 32)
+# reconstruction guidance vs replacement: x_b given x_a on correlated 2-D Gaussian data
+KNOWN_SETUP = {"known_value": 1.5, "correlation": 0.95, "weight": 2.0, "steps": 100, "n": 4000, "seed": 0}
 N_TRAIN = 1000
 GAUSS = Gaussian([0.5, -0.3], [[1.0, 0.9], [0.9, 1.0]])  # strongly correlated 2-D Gaussian
 ORDER_STEPS = [32, 64, 128, 256]
@@ -335,6 +337,12 @@ def print_tables(res: dict) -> None:
         fine = res["order_slopes_finest"][name]
         expected = EXPECTED_ORDER[name]
         print(f"{name:10s} slope {slope:5.2f} (last pair {fine:4.2f}, expected {expected:.0f})  errors {errs}")
+    kc = res["known_coordinates"]
+    print(
+        f"\nknown coordinates (ddpm, exact denoiser): true E[x_b | x_a] {kc['truth']:.3f}; "
+        f"replacement {kc['replacement']:.3f} (error {abs(kc['replacement'] - kc['truth']):.3f}); "
+        f"reconstruction guidance {kc['reconstruction']:.3f} (error {abs(kc['reconstruction'] - kc['truth']):.3f})"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -366,6 +374,8 @@ def main(argv: list[str] | None = None) -> dict:
         "error": "||mean - mu|| + ||cov - Sigma||_F of the exact output moments",
         "steps": ORDER_STEPS,
     }
+    res["known_coordinates"] = known_coordinates_experiment(**KNOWN_SETUP)
+    res["known_coordinates_setup"] = KNOWN_SETUP
     res["seconds"] = round(time.perf_counter() - t_start, 1)
     print_tables(res)
     if not args.no_write:

@@ -123,6 +123,23 @@ def render_core(data: dict) -> str:
         table(["sampler", "slope", "slope, last pair", "expected"] + [f"error, {n} steps" for n in steps], rows),
         "",
     ]
+    kc, ks = data.get("known_coordinates"), data.get("known_coordinates_setup", {})
+    if kc:
+        out += [
+            "### Conditioning on known coordinates",
+            "",
+            f"2-D Gaussian data with correlation {ks.get('correlation')}, exact denoiser, DDPM with "
+            f"{ks.get('steps')} steps, {ks.get('n')} samples of x_b given x_a = {ks.get('known_value')} "
+            f"(`difflab.analytic.known_coordinates_experiment`); reconstruction guidance weight "
+            f"w_r = {ks.get('weight')}.",
+            "",
+            table(
+                ["method", "mean of x_b", "error vs E[x_b | x_a]"],
+                [["true conditional mean", kc["truth"], 0.0]]
+                + [[m, kc[m], abs(kc[m] - kc["truth"])] for m in ("replacement", "reconstruction")],
+            ),
+            "",
+        ]
     return "\n".join(out)
 
 

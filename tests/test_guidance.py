@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from difflab.analytic import Gaussian, GaussianMixture
+from difflab.analytic import Gaussian, GaussianMixture, known_coordinates_experiment
 from difflab.diffusion import (
     CosineSchedule,
     cat_cond,
@@ -97,30 +97,10 @@ def test_dynamic_threshold():
         dynamic_threshold(lambda z, lam, c: z, 1.5)
 
 
-def _conditional_means(steps=100, n=4000, weight=2.0):
-    data = Gaussian([0.0, 0.0], [[1.0, 0.95], [0.95, 1.0]])
-    known = torch.zeros(n, 2, dtype=torch.float64)
-    known[:, 0] = 1.5
-    mask = torch.zeros(n, 2, dtype=torch.bool)
-    mask[:, 0] = True
-    truth = data.conditional_mean([0], torch.tensor([1.5])).item()
-    out = {}
-    for name, wrap in [
-        ("replacement", lambda g: replacement(data.denoise, known, mask, generator=g)),
-        ("reconstruction", lambda g: reconstruction_guidance(data.denoise, known, mask, weight, generator=g)),
-    ]:
-        gen = torch.Generator().manual_seed(0)
-        z = torch.randn(n, 2, generator=gen, dtype=torch.float64)
-        x = ddpm(wrap(gen), z, CosineSchedule().lams(steps), generator=gen)
-        assert torch.equal(x[:, 0], known[:, 0])
-        out[name] = x[:, 1].mean().item()
-    return truth, out
-
-
 def test_reconstruction_guidance_beats_replacement():
-    truth, means = _conditional_means()
-    err = {k: abs(v - truth) for k, v in means.items()}
-    print(f"true E[x_b | x_a=1.5] = {truth:.3f}; means {means}; errors {err}")
+    res = known_coordinates_experiment(known_value=1.5, correlation=0.95, weight=2.0, steps=100, n=4000)
+    err = {k: abs(res[k] - res["truth"]) for k in ("replacement", "reconstruction")}
+    print(f"true E[x_b | x_a=1.5] = {res['truth']:.3f}; means {res}; errors {err}")
     assert err["reconstruction"] < err["replacement"] / 3
     assert err["reconstruction"] < 0.1
 
@@ -139,3 +119,23 @@ def test_reconstruction_guidance_with_an_operator():
     with pytest.raises(ValueError, match="exactly one of mask"):
         reconstruction_guidance(data.denoise, y)
     assert math.isfinite(x.sum().item())
+
+
+def test_replacement_feeds_fresh_noisy_known_values():
+    seen = []
+
+    def den(z, lam, cond):
+        seen.append(z.clone())
+        return torch.zeros_like(z)
+
+    n = 20000
+    known = torch.full((n, 2), 0.7, dtype=torch.float64)
+    mask = torch.tensor([True, False]).expand(n, 2)
+    z = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lam = torch.full((n,), 0.5, dtype=torch.float64)
+    out = replacement(den, known, mask, generator=torch.Generator().manual_seed(1))(z, lam)
+    assert torch.equal(out[:, 0], known[:, 0]) and torch.equal(out[:, 1], torch.zeros(n, dtype=torch.float64))
+    a, s = torch.sigmoid(lam[0]).sqrt(), torch.sigmoid(-lam[0]).sqrt()
+    eps = (seen[0][:, 0] - a * 0.7) / s  # the known coordinate is a fresh draw of q(z_t | x_a)
+    assert abs(eps.mean().item()) < 0.03 and abs(eps.std().item() - 1) < 0.03
+    assert torch.equal(seen[0][:, 1], z[:, 1])  # the unknown coordinate is left alone
