@@ -50,12 +50,10 @@ def _grid(lams: Tensor | list[float]) -> list[float]:
 class _Loop:
     """Shared bookkeeping: calls the denoiser with a batched lam, checks it, reports progress."""
 
-    def __init__(self, denoiser, z, lams, cond, callback, progress, check, generator, noise_sampler, name):
+    def __init__(self, denoiser, lams, cond, callback, progress, check, generator, noise_sampler, name):
         self.denoiser, self.cond, self.callback, self.check = denoiser, cond, callback, check
         self.lams = _grid(lams)
         self.steps = len(self.lams) - 1
-        self.z = z
-        self.name = name
         self.noise_sampler = noise_sampler or (
             lambda like: torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
         )
@@ -151,7 +149,7 @@ def ddim(
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    loop = _Loop(denoiser, z, lams, cond, callback, progress, check_finite, generator, noise_sampler, "ddim")
+    loop = _Loop(denoiser, lams, cond, callback, progress, check_finite, generator, noise_sampler, "ddim")
     g = loop.lams
     for i in range(loop.steps):
         x_hat = loop.x_hat(z, g[i], i)
@@ -178,7 +176,7 @@ def ddpm(
     with the optional variance interpolation ``gamma`` of Video Diffusion Models (Ho et al. 2022)."""
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
-    loop = _Loop(denoiser, z, lams, cond, callback, progress, check_finite, generator, noise_sampler, "ddpm")
+    loop = _Loop(denoiser, lams, cond, callback, progress, check_finite, generator, noise_sampler, "ddpm")
     g = loop.lams
     for i in range(loop.steps):
         x_hat = loop.x_hat(z, g[i], i)
@@ -211,7 +209,7 @@ def dpmpp_2m(
     ``lower_order_final`` a finite last step of a grid with fewer than 15 steps is first
     order too, which keeps a large last step stable (the same rule as diffusers').
     """
-    loop = _Loop(denoiser, z, lams, cond, callback, progress, check_finite, generator, noise_sampler, "dpmpp_2m")
+    loop = _Loop(denoiser, lams, cond, callback, progress, check_finite, generator, noise_sampler, "dpmpp_2m")
     g = loop.lams
     x_prev, h_prev = None, None
     for i in range(loop.steps):
@@ -256,7 +254,7 @@ def heun(
     uniform-in-t grid from lam = -20) is unstable: use ``spacing="lam"`` or start near
     lam = -9 (Karras et al.'s sigma_max = 80). A RuntimeWarning says when a grid has such a step.
     """
-    loop = _Loop(denoiser, z, lams, cond, callback, progress, check_finite, generator, noise_sampler, "heun")
+    loop = _Loop(denoiser, lams, cond, callback, progress, check_finite, generator, noise_sampler, "heun")
     g = loop.lams
     worst = max(b - a for a, b in pairwise(g[:-1])) if len(g) > 2 else 0.0
     if worst > 2 * math.log(100):
