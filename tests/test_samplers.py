@@ -153,3 +153,15 @@ def test_heun_warns_about_unstable_steps_and_dpmpp_lower_order_final():
         for flag in (True, False)
     }
     assert err[True] < err[False], err
+
+
+def test_ddim_is_euler_in_scaled_variables():
+    """Karras et al. 2022: DDIM (eta = 0) is Euler's method on dy/ds = (y - x_hat) / s, y = z / alpha."""
+    g = torch.Generator().manual_seed(0)
+    z, x_hat = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    lt, ls = -2.0, 1.5
+    a_t, a_s = math.sqrt(1 / (1 + math.exp(-lt))), math.sqrt(1 / (1 + math.exp(-ls)))
+    s_t, s_s = math.exp(-lt / 2), math.exp(-ls / 2)
+    y = z / a_t
+    euler = (y + (s_s - s_t) * (y - x_hat) / s_t) * a_s
+    assert torch.allclose(ddim_step(z, x_hat, lt, ls), euler, atol=1e-12)
