@@ -139,3 +139,12 @@ def test_replacement_feeds_fresh_noisy_known_values():
     eps = (seen[0][:, 0] - a * 0.7) / s  # the known coordinate is a fresh draw of q(z_t | x_a)
     assert abs(eps.mean().item()) < 0.03 and abs(eps.std().item() - 1) < 0.03
     assert torch.equal(seen[0][:, 1], z[:, 1])  # the unknown coordinate is left alone
+
+
+def test_cat_cond_fills_missing_drop_flags():
+    cond = {"class": torch.tensor([1, 2])}
+    null = {"class": torch.tensor([1, 2]), "class_drop": torch.ones(2, dtype=torch.bool)}
+    both = cat_cond(cond, null)
+    assert both["class_drop"].tolist() == [False, False, True, True]
+    with pytest.raises(ValueError, match="different keys"):
+        cat_cond(cond, {"label": torch.tensor([0, 0])})

@@ -27,6 +27,7 @@ def cat_cond(a: Any, b: Any) -> Any:
     if isinstance(a, Tensor):
         return torch.cat([a, b], dim=0)
     if isinstance(a, dict):
+        a, b = _fill_drop_flags(a, b), _fill_drop_flags(b, a)
         if a.keys() != b.keys():
             raise ValueError(f"cond and uncond have different keys: {sorted(a)} vs {sorted(b)}")
         return {k: cat_cond(a[k], b[k]) for k in a}
@@ -37,12 +38,20 @@ def cat_cond(a: Any, b: Any) -> Any:
     raise TypeError(f"cannot batch a condition of type {type(a).__name__}; use tensors, dicts, lists or tuples")
 
 
+def _fill_drop_flags(d: dict, other: dict) -> dict:
+    """difflab's null-embedding convention: a boolean ``<name>_drop`` flag (True = use the learned
+    null condition) that only the other side has is all False here."""
+    missing = [k for k in other if k.endswith("_drop") and k not in d and isinstance(other[k], Tensor)]
+    return {**d, **{k: torch.zeros_like(other[k], dtype=torch.bool) for k in missing}} if missing else d
+
+
 def cfg(denoiser: Denoiser, weight: float, uncond: Any | Callable[[Any], Any]) -> Denoiser:
     """Classifier-free guidance (Ho & Salimans 2021, "Classifier-Free Diffusion Guidance").
 
     ``uncond`` is the null condition (same structure as ``cond``, e.g. the null class
-    label) or a function ``cond -> null condition``. Both halves go through the denoiser
-    in one batched call; the result is ``torch.lerp(x_uncond, x_cond, weight)``.
+    label) or a function ``cond -> null condition`` such as ``difflab.nets.null_cond``. Both
+    halves go through the denoiser in one batched call; the result is
+    ``torch.lerp(x_uncond, x_cond, weight)``.
     """
 
     def guided(z: Tensor, lam: Tensor, cond: Any = None) -> Tensor:

@@ -1,0 +1,25 @@
+"""Networks: one U-Net for 1-D, 2-D and 3-D data, its attention layers and conditioning.
+
+``UNet(UNetConfig(...))(z, lam, cond)`` returns the raw output that
+``difflab.diffusion.make_denoiser`` turns into a denoiser; see :mod:`.conditioning` for the
+``cond`` dict and :func:`null_cond` / :func:`keep_cond` for classifier-free guidance.
+"""
+
+from .attention import Attention, TemporalAttention, frame_attention_mask
+from .conditioning import COND_KEYS, ConditionEmbedder, keep_cond, null_cond, sinusoidal_embedding
+from .unet import UNet
+from .unet_config import DROPPABLE, UNetConfig
+
+__all__ = [
+    "COND_KEYS",
+    "DROPPABLE",
+    "Attention",
+    "ConditionEmbedder",
+    "TemporalAttention",
+    "UNet",
+    "UNetConfig",
+    "frame_attention_mask",
+    "keep_cond",
+    "null_cond",
+    "sinusoidal_embedding",
+]
