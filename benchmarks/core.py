@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout even without an editable install
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import command_line, machine_info, write_result  # noqa: E402
 from difflab.analytic import Gaussian, known_coordinates_experiment, loglog_slope, output_moments  # noqa: E402
 from difflab.diffusion import (  # noqa: E402
     CosineSchedule,
@@ -53,7 +52,6 @@ from difflab.diffusion import (  # noqa: E402
     make_denoiser,
 )
 from difflab.diffusion._util import check_finite  # noqa: E402
-from report import main as write_report  # noqa: E402
 
 SHAPE = (64, 3, 32, 32)
 # reconstruction guidance vs replacement: x_b given x_a on correlated 2-D Gaussian data
@@ -65,44 +63,6 @@ EXPECTED_ORDER = {"ddpm": 1.0, "ddim": 1.0, "dpmpp_2m": 2.0, "heun": 2.0}
 
 
 # -- machine and command -------------------------------------------------------------------------
-def machine_info() -> dict:
-    """CPU model, core count and library versions of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "os": f"{platform.system()} {platform.release()}",
-    }
-    if hasattr(os, "getloadavg"):
-        info["load_average"] = round(os.getloadavg()[0], 2)  # 1-minute: was the machine busy?
-    try:
-        import diffusers
-
-        info["diffusers"] = diffusers.__version__
-    except ImportError:
-        info["diffusers"] = None
-    return info
-
-
-def command_line() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_s = str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else exe.name
-    except ValueError:
-        exe_s = exe.name
-    return " ".join([exe_s, "benchmarks/core.py", *sys.argv[1:]])
-
-
 # -- 1. import time ------------------------------------------------------------------------------
 def time_python(code: str, runs: int = 7) -> float:
     """Median wall time (s) of ``python -c code`` in a fresh process."""
@@ -357,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     res: dict = {
-        "command": command_line(),
+        "command": command_line("benchmarks/core.py"),
         "machine": machine_info(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "steps": args.steps,
@@ -379,12 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     res["seconds"] = round(time.perf_counter() - t_start, 1)
     print_tables(res)
     if not args.no_write:
-        out = ROOT / "docs" / "results" / "core.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-        tmp.replace(out)
-        write_report()
+        out = write_result("core", res)
         print(f"\nwrote {out.relative_to(ROOT)} and docs/RESULTS.md ({res['seconds']} s)")
     return res
 
