@@ -39,6 +39,7 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core.py
+	$(BIN)/python benchmarks/training.py throughput
 
 clean:
 	rm -rf $(VENV) outputs build src/*.egg-info

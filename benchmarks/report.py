@@ -149,7 +149,35 @@ def render_generic(name: str, data: dict) -> str:
     return "\n".join([f"## {name}", "", provenance(data), "", table(["key", "value"], rows), ""])
 
 
-RENDERERS: dict[str, Renderer] = {"core.json": render_core}
+def render_training(data: dict) -> str:
+    """The issue "Training stack and image pipeline": parts present in training.json."""
+    out = ["## Training stack and image pipeline", ""]
+    parts = data.get("parts", {})
+    if "throughput_images_per_s" in data:
+        setup, rate = data.get("throughput_setup", {}), data["throughput_images_per_s"]
+        params = setup.get("params", {})
+        out += [
+            "### Training throughput",
+            "",
+            provenance(parts.get("throughput", data)),
+            "",
+            f"Training steps (forward, backward, AdamW; v-parameterization loss) at batch {setup.get('batch')} "
+            f"on 1x28x28 inputs; the two models alternate step by step, median over {setup.get('timed_steps')} "
+            "steps each. difflab config: `" + json.dumps(setup.get("difflab_config")) + "`; diffusers "
+            "`UNet2DModel` config: `" + json.dumps(setup.get("diffusers_config")) + "`.",
+            "",
+            table(
+                ["model", "parameters", "images / s"],
+                [[k, f"{params.get(k, 0) / 1e6:.2f}M", rate[k]] for k in ("difflab", "diffusers")],
+            ),
+            "",
+            f"difflab / diffusers: {_fmt(data.get('throughput_ratio'))}",
+            "",
+        ]
+    return "\n".join(out)
+
+
+RENDERERS: dict[str, Renderer] = {"core.json": render_core, "training.json": render_training}
 
 
 def render(results_dir: Path = RESULTS_DIR) -> str:

@@ -1,0 +1,129 @@
+"""Benchmark for the issue "Training stack and image pipeline": training throughput.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/training.py throughput [--threads N]
+
+``throughput``: training steps (forward, backward, AdamW) per second x batch, for difflab's
+U-Net and diffusers' ``UNet2DModel`` of matched parameter count, on 1x28x28 inputs (the
+Fashion-MNIST shape) at batch 64, v-parameterization loss from ``difflab.diffusion``. The two
+models alternate step by step, so machine noise hits both alike; the median over steps is
+reported. Results are merged into ``docs/results/training.json`` (other parts of the issue's
+benchmark add their keys to the same file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import command_line, machine_info, write_result  # noqa: E402
+from difflab.diffusion import CosineSchedule, training_loss  # noqa: E402
+from difflab.nets import UNet, UNetConfig  # noqa: E402
+
+# ~2.2M parameters each: difflab's U-Net (attention at the 14x14 level) and a diffusers
+# UNet2DModel with attention at its middle level, widths chosen to match the count.
+DIFFLAB_CONFIG = dict(
+    dims=2, in_channels=1, out_channels=1, channels=32, channel_mult=(1, 2, 3), num_blocks=2, attn_levels=(1,), heads=4
+)
+DIFFUSERS_CONFIG = dict(
+    sample_size=28,
+    in_channels=1,
+    out_channels=1,
+    block_out_channels=(64, 64, 96),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=32,
+    attention_head_dim=16,
+)
+
+
+class DiffusersNet(torch.nn.Module):
+    """diffusers' UNet2DModel as a difflab network ``net(z, lam, cond)`` (lam scaled like a step index)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from diffusers import UNet2DModel
+
+        self.unet = UNet2DModel(**DIFFUSERS_CONFIG)
+
+    def forward(self, z: torch.Tensor, lam: torch.Tensor, cond: object = None) -> torch.Tensor:
+        return self.unet(z, lam * 25.0).sample
+
+
+def bench_throughput(batch: int, steps: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    schedule = CosineSchedule()
+    x = torch.rand(batch, 1, 28, 28) * 2 - 1
+    nets = {"difflab": UNet(UNetConfig(**DIFFLAB_CONFIG)), "diffusers": DiffusersNet()}
+    opts = {k: torch.optim.AdamW(n.parameters(), lr=1e-4) for k, n in nets.items()}
+    times: dict[str, list[float]] = {k: [] for k in nets}
+    for i in range(warmup + steps):
+        for name, net in nets.items():
+            t0 = time.perf_counter()
+            loss = training_loss(net, x, schedule, "v", "snr+1")
+            opts[name].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[name].step()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    params = {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()}
+    rate = {k: batch / statistics.median(v) for k, v in times.items()}
+    return {
+        "throughput_images_per_s": rate,
+        "throughput_ratio": rate["difflab"] / rate["diffusers"],
+        "throughput_setup": {
+            "batch": batch,
+            "input": [1, 28, 28],
+            "timed_steps": steps,
+            "params": params,
+            "difflab_config": DIFFLAB_CONFIG,
+            "diffusers_config": {k: list(v) if isinstance(v, tuple) else v for k, v in DIFFUSERS_CONFIG.items()},
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("part", choices=["throughput"], help="which measurement to run")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=15, help="timed training steps per model")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    path = ROOT / "docs" / "results" / "training.json"
+    res = json.loads(path.read_text()) if path.exists() else {}
+    part = bench_throughput(args.batch, args.steps, warmup=3)
+    stamp = {"command": command_line("benchmarks/training.py"), "machine": machine_info()}
+    stamp["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    res.update(part)
+    res["parts"] = {**res.get("parts", {}), args.part: stamp}
+    res.update(stamp)  # the file's provenance: its latest part
+    r = part["throughput_images_per_s"]
+    print(
+        f"training throughput, batch {args.batch}, 1x28x28, {torch.get_num_threads()} threads: "
+        f"difflab {r['difflab']:.1f} img/s ({part['throughput_setup']['params']['difflab'] / 1e6:.2f}M params), "
+        f"diffusers {r['diffusers']:.1f} img/s ({part['throughput_setup']['params']['diffusers'] / 1e6:.2f}M), "
+        f"ratio {part['throughput_ratio']:.2f}"
+    )
+    if not args.no_write:
+        print(f"wrote {write_result('training', res).relative_to(ROOT)}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
