@@ -149,9 +149,37 @@ def render_generic(name: str, data: dict) -> str:
     return "\n".join([f"## {name}", "", provenance(data), "", table(["key", "value"], rows), ""])
 
 
+def render_feature_nets() -> list[str]:
+    """The shipped feature networks (for Frechet distance), from their metadata in the package."""
+    metas = [json.loads(p.read_text()) for p in sorted((ROOT / "src/difflab/eval/weights").glob("*.json"))]
+    if not metas:
+        return []
+    rows = [
+        [
+            m["name"],
+            m["num_parameters"],
+            f"{100 * m['test_accuracy']:.2f}%",
+            m["test_size"],
+            m["train_seconds"],
+            m["date"],
+        ]
+        for m in metas
+    ]
+    return [
+        "### Feature networks for Frechet distance",
+        "",
+        f"Trained by `{metas[0]['train_command']}` ({metas[0]['machine']}); the weights ship in "
+        "`src/difflab/eval/weights/` with this metadata. Features: the 128-d penultimate layer.",
+        "",
+        table(["data set", "parameters", "test accuracy", "test images", "train seconds", "date"], rows),
+        "",
+    ]
+
+
 def render_training(data: dict) -> str:
     """The issue "Training stack and image pipeline": parts present in training.json."""
     out = ["## Training stack and image pipeline", ""]
+    out += render_feature_nets()
     parts = data.get("parts", {})
     if "throughput_images_per_s" in data:
         setup, rate = data.get("throughput_setup", {}), data["throughput_images_per_s"]
