@@ -124,6 +124,91 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- train / sample / eval (the work happens in difflab.train.commands, imported lazily) ----------
+SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "heun")  # difflab.diffusion.SAMPLERS, without importing torch
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _float_at_least(lo: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not v >= lo:
+            raise argparse.ArgumentTypeError(f"must be a number >= {lo}, got {v}")
+        return v
+
+    parse.__name__ = f"number >= {lo}"
+    return parse
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG", help="YAML recipe, e.g. configs/digits.yaml")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=500 model.channels=64"
+    )
+    p.add_argument("--out", metavar="RUN", help="run folder (default: OUT_DIR/NAME from the config)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint (exactly, on the same machine)")
+    p.add_argument("--seed", type=_int_at_least(0), help="the one seed of data order, noise and samples (train.seed)")
+    p.add_argument("--device", choices=DEVICES, help="train.device (default: from the config, auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .train.commands import run_train  # lazy: imports torch
+
+    return run_train(args)
+
+
+def _add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
+    p.add_argument("run", metavar="RUN", help="run folder (or its checkpoint folder)")
+    p.add_argument("--sampler", choices=SAMPLERS, help="sampler (default: the run's sample.sampler)")
+    p.add_argument("--steps", type=_int_at_least(1), help="sampling steps (default: the run's sample.steps)")
+    p.add_argument("--spacing", choices=("t", "lam"), help="grid uniform in t or log-SNR (default: sample.spacing)")
+    p.add_argument(
+        "--guidance",
+        type=_float_at_least(0.0),
+        help="CFG weight w, uncond + w (cond - uncond) (default: sample.guidance)",
+    )
+    p.add_argument("--n", type=_int_at_least(1), default=n_default, help="number of samples (default: %(default)s)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="noise seed (default: %(default)s)")
+    p.add_argument("--labels", nargs="+", metavar="Y", help="class labels to cycle through, e.g. --labels 3 or 0,1,2")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights (default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="device (default: %(default)s)")
+    p.add_argument("--bf16", action="store_true", help="sample under bf16 autocast")
+    p.add_argument(
+        "--batch-size", type=_int_at_least(1), help="samples per batch (default: 500 on GPU, by image size on CPU)"
+    )
+    p.add_argument("--progress", action="store_true", help="show a progress bar per batch")
+
+
+def _add_sample(p: argparse.ArgumentParser) -> None:
+    _add_sampling(p, 64)
+    p.add_argument("--out", metavar="PNG", help="grid file (default: RUN/samples/SAMPLER_STEPSsteps_seedSEED.png)")
+    p.add_argument("--nrow", type=_int_at_least(1), help="images per grid row (default: square, or one per class)")
+    p.add_argument("--save", metavar="FILE", help="also write the samples as .npz or .pt (float in [-1, 1], labels)")
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from .train.commands import run_sample
+
+    return run_sample(args)
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    _add_sampling(p, 1000)
+    p.add_argument("--samples", metavar="FILE", help="score these saved samples (.npz/.pt) instead of sampling")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", metavar="JSON", help="also write the result to this file")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .train.commands import run_eval
+
+    return run_eval(args)
+
+
 COMMANDS: dict[str, Command] = {
     "demo": Command(
         help="sample a 2-D Gaussian mixture with every sampler and its exact denoiser",
@@ -136,6 +221,37 @@ COMMANDS: dict[str, Command] = {
         ),
         add_arguments=_add_demo,
         run=_run_demo,
+    ),
+    "train": Command(
+        help="train a diffusion model from a YAML recipe (exit 130/143 when interrupted, after saving)",
+        description=(
+            "Trains the stage described by CONFIG (see configs/) into the run folder: config.yaml, metrics.jsonl, "
+            "tb/ (TensorBoard), samples/step_*.png and checkpoint/. KEY=VALUE arguments override the config. "
+            "--resume continues exactly from RUN/checkpoint. SIGINT/SIGTERM save a checkpoint and exit with "
+            "130/143; a non-finite loss keeps the last good checkpoint and exits with 1. Under torchrun "
+            "(torchrun --nproc_per_node N -m difflab train ...) every process trains with DDP."
+        ),
+        add_arguments=_add_train,
+        run=_run_train,
+    ),
+    "sample": Command(
+        help="sample a trained run (EMA weights) into a PNG grid, optionally .npz/.pt",
+        description=(
+            "Draws --n samples from RUN's checkpoint with its EMA weights (--weights model for the raw ones), "
+            "using the run's sampler settings unless overridden, classifier-free guidance for conditional "
+            "models, and writes a PNG grid (and the samples with --save)."
+        ),
+        add_arguments=_add_sample,
+        run=_run_sample,
+    ),
+    "eval": Command(
+        help="score a trained run: FD (with its floor), precision, recall, class accuracy",
+        description=(
+            "Samples --n images from RUN (or reads --samples) and scores them with difflab.eval.evaluate "
+            "against the run's dataset. --json prints one JSON object."
+        ),
+        add_arguments=_add_eval,
+        run=_run_eval,
     ),
 }
 
@@ -154,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _take_overrides(args: argparse.Namespace, extra: list[str]) -> None:
+    """KEY=VALUE overrides may follow options (``train CFG --resume a.b=1``): argparse leaves
+    them over, so add them to ``args.overrides``; anything else left over is an error."""
+    bad = [e for e in extra if not hasattr(args, "overrides") or e.startswith("-") or "=" not in e]
+    if bad:
+        raise UsageError(f"unrecognized arguments: {' '.join(bad)} (see '{PROG} --help')")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+
+
 def _fail(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return USAGE_ERROR
@@ -163,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``difflab`` command; returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        _take_overrides(args, extra)
     except UsageError as e:
         return _fail(str(e))
     except SystemExit as e:  # --help and --version exit through argparse

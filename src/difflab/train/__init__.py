@@ -1,0 +1,46 @@
+"""Training: the typed run config, the one trainer for every stage, checkpoints, DDP helpers.
+
+    from difflab.train import load_run_config, train
+    result = train(load_run_config("configs/digits.yaml", ["train.steps=500"]))
+
+``difflab train CONFIG [key=value ...] [--resume] [--out RUN]`` is the same from the shell.
+"""
+
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_into, save_checkpoint
+from .config import DataConfig, DiffusionConfig, RunConfig, SampleConfig, TrainConfig, load_run_config
+from .data import BatchOrder, mix_seed
+from .distributed import DistInfo, init_distributed, resolve_device
+from .optim import EMA, lr_at, make_optimizer
+from .stage import LoadedStage, crop_padding, generate, load_stage, resolve_model_config
+from .trainer import NonFiniteLossError, Trainer, TrainResult, train
+
+__all__ = [
+    "EMA",
+    "BatchOrder",
+    "Checkpoint",
+    "CheckpointError",
+    "DataConfig",
+    "DiffusionConfig",
+    "DistInfo",
+    "LoadedStage",
+    "NonFiniteLossError",
+    "RunConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "crop_padding",
+    "generate",
+    "init_distributed",
+    "load_checkpoint",
+    "load_into",
+    "load_run_config",
+    "load_stage",
+    "lr_at",
+    "make_optimizer",
+    "mix_seed",
+    "resolve_device",
+    "resolve_model_config",
+    "save_checkpoint",
+    "train",
+]

@@ -1,0 +1,160 @@
+"""What ``difflab train``, ``difflab sample`` and ``difflab eval`` do (the CLI parses, these run).
+
+Each function takes the parsed ``argparse`` namespace and returns an exit status; bad input is
+raised as ValueError / OSError / CheckpointError with a one-line message (``difflab.cli`` prints it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import RunConfig, load_run_config
+from .distributed import resolve_device
+from .stage import LoadedStage, crop_padding, generate, load_stage, upscale_for_grid
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``difflab train CONFIG [key=value ...] [--resume] [--out RUN]``: exit 0, 130/143 if interrupted."""
+    from .trainer import NonFiniteLossError, train
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if args.device is not None:
+        overrides.append(f"train.device={args.device}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    cfg = load_run_config(args.config, overrides)
+    run_dir = Path(args.out) if args.out else cfg.run_dir
+    cfg.out_dir, cfg.name = str(run_dir.parent), run_dir.name  # the run folder's config.yaml points at itself
+    try:
+        result = train(cfg, run_dir, resume=args.resume)
+    except NonFiniteLossError as e:
+        print(f"difflab: error: {e}", file=sys.stderr)
+        return 1
+    return result.exit_code
+
+
+def _stage(args: argparse.Namespace) -> tuple[LoadedStage, torch.device]:
+    device = resolve_device(args.device)
+    return load_stage(args.run, weights=args.weights, device=device), device
+
+
+def _labels(args: argparse.Namespace, stage: LoadedStage, n: int) -> Tensor | None:
+    if not args.labels:
+        return None
+    if not stage.net.config.num_classes:  # type: ignore[union-attr]
+        raise ValueError("--labels given but this model is not class-conditional")
+    labels = [int(v) for part in args.labels for v in str(part).split(",") if v.strip()]
+    return torch.tensor(labels, dtype=torch.long).repeat(n // len(labels) + 1)[:n]
+
+
+def _draw(args: argparse.Namespace, stage: LoadedStage, device: torch.device, n: int) -> tuple[Tensor, Tensor | None]:
+    cfg: RunConfig = stage.config
+    x, labels = generate(
+        stage.net, cfg, stage.image_shape, n, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
+        guidance=args.guidance, labels=_labels(args, stage, n), seed=args.seed, device=device,
+        precision="bf16" if args.bf16 else "fp32", batch_size=args.batch_size, progress=args.progress,
+    )  # fmt: skip
+    return crop_padding(x, cfg), labels
+
+
+def save_samples(path: Path, samples: Tensor, labels: Tensor | None) -> Path:
+    """Write samples (and labels) as ``.npz`` (keys samples, labels) or ``.pt`` (a dict of tensors)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".npz":
+        import numpy as np
+
+        arrays = {"samples": samples.numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.numpy()
+        np.savez_compressed(path, **arrays)
+    elif path.suffix == ".pt":
+        torch.save({"samples": samples, **({"labels": labels} if labels is not None else {})}, path)
+    else:
+        raise ValueError(f"--save {path}: use a .npz or .pt file name")
+    return path
+
+
+def load_samples(path: Path) -> tuple[Tensor, Tensor | None]:
+    """Read what :func:`save_samples` wrote; a missing or unreadable file is a one-line error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file not found: {path}")
+    try:
+        if path.suffix == ".npz":
+            import numpy as np
+
+            with np.load(path) as f:
+                samples = torch.from_numpy(f["samples"])
+                labels = torch.from_numpy(f["labels"]) if "labels" in f else None
+        elif path.suffix == ".pt":
+            d = torch.load(path, map_location="cpu", weights_only=True)
+            samples, labels = d["samples"], d.get("labels")
+        else:
+            raise ValueError(f"{path}: samples must be a .npz or .pt file")
+    except (OSError, KeyError, RuntimeError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read samples ({type(e).__name__}: {e})") from None
+    return samples.float(), labels
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """``difflab sample RUN``: a PNG grid (and optionally .npz/.pt samples) from the EMA weights."""
+    from ..data import save_grid
+
+    stage, device = _stage(args)
+    t0 = time.perf_counter()
+    x, labels = _draw(args, stage, device, args.n)
+    seconds = time.perf_counter() - t0
+    s = stage.config.sample
+    sampler, steps = args.sampler or s.sampler, args.steps or s.steps
+    run = Path(args.run)
+    out = Path(args.out) if args.out else run / "samples" / f"{sampler}_{steps}steps_seed{args.seed}.png"
+    classes = int(stage.net.config.num_classes or 0)  # type: ignore[union-attr]
+    nrow = args.nrow or (classes if classes and labels is not None and args.labels is None else None)
+    save_grid(upscale_for_grid(x), out, nrow=nrow or max(1, round(args.n**0.5)))
+    print(f"wrote {out} ({args.n} samples, {sampler} {steps} steps, {seconds:.1f} s)")
+    if args.save:
+        print(f"wrote {save_samples(Path(args.save), x, labels)}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """``difflab eval RUN``: sample (or read ``--samples``) and score with ``difflab.eval.evaluate``."""
+    try:
+        from ..eval import evaluate
+    except ImportError:
+        raise ValueError("difflab.eval is not available in this installation") from None
+    stage, device = _stage(args)
+    cfg = stage.config
+    s = cfg.sample
+    info: dict[str, Any] = {"run": str(args.run), "dataset": cfg.data.name}
+    if args.samples:
+        x, labels = load_samples(Path(args.samples))
+        info["samples_file"] = str(args.samples)
+    else:
+        t0 = time.perf_counter()
+        x, labels = _draw(args, stage, device, args.n)
+        info.update(
+            sampler=args.sampler or s.sampler, steps=args.steps or s.steps, spacing=args.spacing or s.spacing,
+            guidance=s.guidance if args.guidance is None else args.guidance, seed=args.seed,
+            weights=args.weights, sample_seconds=round(time.perf_counter() - t0, 2),
+        )  # fmt: skip
+    scores = evaluate(x, cfg.data.name, labels=labels if cfg.data.conditional else None)
+    result = {**scores, **info}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>20}: {v:.4g}" if isinstance(v, float) else f"{k:>20}: {v}")
+    return 0

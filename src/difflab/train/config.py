@@ -1,0 +1,177 @@
+"""The typed run config: one YAML recipe describes a whole training run (DESIGN.md, "Configs").
+
+Sections: ``model`` (a dict for :class:`difflab.nets.UNetConfig`), ``data``, ``diffusion``,
+``train`` and ``sample``. Every key is checked (a typo names the valid keys) and every value is
+type-checked and range-checked here, before any data is read or weight allocated::
+
+    cfg = load_run_config("configs/digits.yaml", ["train.steps=500", "train.lr=1e-3"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import apply_overrides, from_dict, load_yaml, to_dict
+
+Decay = Literal["none", "linear", "cosine"]
+Precision = Literal["fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(f"invalid run config: {message}")
+
+
+@dataclass
+class DataConfig:
+    """What to train on. ``batch_size`` is per process and per micro-step: the batch of one
+    optimizer step is ``batch_size * train.grad_accum * world_size``.
+
+    ``options`` go to ``difflab.data.get_dataset(name, "train", **options)`` (e.g. ``pad: 4``).
+    ``conditional`` trains a class-conditional model on the dataset's labels.
+    """
+
+    name: str = "digits"
+    options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 128
+    conditional: bool = False
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _need(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
+        _need(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class DiffusionConfig:
+    """The diffusion process and loss (SPEC.md sections 1 and 2).
+
+    ``schedule`` and ``schedule_options`` go to ``difflab.diffusion.get_schedule``;
+    ``parameterization`` eps|x|v|both; ``weighting`` snr|truncated-snr|snr+1|min-snr|constant;
+    ``norm`` l2|l1; ``time_sampling`` continuous|discrete (``n_discrete`` levels);
+    ``gamma`` is the min-SNR gamma (Hang et al. 2023).
+    """
+
+    schedule: str = "cosine"
+    schedule_options: dict[str, Any] = field(default_factory=dict)
+    parameterization: Literal["eps", "x", "v", "both"] = "v"
+    weighting: Literal["snr", "truncated-snr", "snr+1", "min-snr", "constant"] = "snr+1"
+    norm: Literal["l2", "l1"] = "l2"
+    time_sampling: Literal["continuous", "discrete"] = "continuous"
+    n_discrete: int = 1000
+    gamma: float = 5.0
+
+    def __post_init__(self) -> None:
+        _need(self.n_discrete >= 1, f"diffusion.n_discrete must be >= 1, got {self.n_discrete}")
+        _need(self.gamma > 0, f"diffusion.gamma must be > 0, got {self.gamma}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (AdamW), precision, device, seed and the logging / sampling / checkpoint cadence.
+
+    The learning rate warms up linearly over ``warmup`` steps, then follows ``decay`` down to
+    ``final_lr_ratio * lr`` at ``steps``. ``grad_clip`` 0 turns clipping off (the norm is still
+    logged). ``ema_decay`` 0 makes the EMA a copy of the weights; with ``ema_warmup`` the decay at
+    update t is ``min(ema_decay, (1 + t) / (10 + t))``. ``cond_drop`` is the probability of
+    dropping the class label (classifier-free guidance; used when ``data.conditional``).
+    ``sample_every`` / ``ckpt_every`` / ``log_every`` 0 means only at the end. ``threads`` > 0 sets
+    ``torch.set_num_threads`` (0 keeps torch's default; on a busy CPU, 1 thread per process is often
+    fastest for small models).
+    """
+
+    steps: int = 2000
+    lr: float = 2e-4
+    warmup: int = 0
+    decay: Decay = "none"
+    final_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    precision: Precision = "fp32"
+    device: Device = "auto"
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 1000
+    ckpt_every: int = 1000
+    cond_drop: float = 0.1
+    threads: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _need(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
+        _need(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _need(0 <= self.warmup, f"train.warmup must be >= 0, got {self.warmup}")
+        _need(0.0 <= self.final_lr_ratio <= 1.0, f"train.final_lr_ratio must lie in [0, 1], got {self.final_lr_ratio}")
+        _need(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        _need(all(0.0 <= b < 1.0 for b in self.betas), f"train.betas must lie in [0, 1), got {list(self.betas)}")
+        _need(self.grad_clip >= 0, f"train.grad_clip must be >= 0 (0: off), got {self.grad_clip}")
+        _need(self.grad_accum >= 1, f"train.grad_accum must be >= 1, got {self.grad_accum}")
+        _need(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        _need(self.seed >= 0, f"train.seed must be >= 0, got {self.seed}")
+        for k in ("log_every", "sample_every", "ckpt_every"):
+            _need(getattr(self, k) >= 0, f"train.{k} must be >= 0 (0: only at the end), got {getattr(self, k)}")
+        _need(self.threads >= 0, f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
+        _need(0.0 <= self.cond_drop <= 1.0, f"train.cond_drop must lie in [0, 1], got {self.cond_drop}")
+
+
+@dataclass
+class SampleConfig:
+    """How the trainer's sample grids (and ``difflab sample`` by default) are drawn.
+
+    ``sampler`` ddpm|ddim|dpmpp_2m|heun with ``steps`` steps on a grid uniform in ``spacing``
+    (t or lam); ``guidance`` is the CFG weight w (``uncond + w (cond - uncond)``; 1 = plain
+    conditional), used when the model is conditional; ``n`` images per grid; ``options`` go to
+    the sampler (e.g. ``eta``).
+    """
+
+    sampler: Literal["ddpm", "ddim", "dpmpp_2m", "heun"] = "ddim"
+    steps: int = 50
+    spacing: Literal["t", "lam"] = "t"
+    guidance: float = 1.0
+    n: int = 64
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _need(self.steps >= 1, f"sample.steps must be >= 1, got {self.steps}")
+        _need(self.n >= 1, f"sample.n must be >= 1, got {self.n}")
+
+
+@dataclass
+class RunConfig:
+    """A whole training run: ``out_dir/name`` is the run folder unless ``--out`` says otherwise."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> RunConfig:
+        return from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML recipe, apply ``key.sub=value`` overrides, and check it (errors name the file)."""
+    data = apply_overrides(load_yaml(path), overrides)
+    try:
+        return RunConfig.from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

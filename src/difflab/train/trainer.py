@@ -1,0 +1,410 @@
+"""One trainer for every stage (DESIGN.md): AdamW + warm-up/decay, clipping, accumulation, EMA,
+mixed precision, DDP, checkpoints that resume exactly, sample grids, metrics, clean interruption.
+
+Determinism. Everything random in update ``s`` (0-based) is a pure function of ``(seed, s, rank)``:
+the batch indices (:mod:`.data`), the loss noise (a generator re-seeded per update) and the
+global torch RNG used by dropout and condition dropping (re-seeded per update). Resuming restores
+the weights, EMA, optimizer, GradScaler and step, so N steps in one go and N/2 + resume + N/2 give
+identical weights. The RNG states are saved in the checkpoint as well (and restored).
+
+Interruption. SIGINT or SIGTERM finishes the current update, saves the checkpoint and returns a
+:class:`TrainResult` whose ``exit_code`` is ``128 + signal`` (130 / 143), which ``difflab train``
+exits with. A second SIGINT stops at once (KeyboardInterrupt) without saving.
+
+Non-finite loss. If the loss (or, without a GradScaler, the gradient norm) of update ``s + 1``
+is NaN or infinite, the update is not applied: the checkpoint is saved with the weights after
+update ``s`` and :class:`NonFiniteLossError` names the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import dump_yaml
+from .checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
+from .config import RunConfig
+from .data import Batches, BatchOrder, mix_seed
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device, shutdown
+from .monitor import Monitor
+from .optim import EMA, lr_at, make_optimizer
+from .stage import (
+    CHECKPOINT_DIR,
+    autocast,
+    check_precision,
+    crop_padding,
+    generate,
+    make_schedule,
+    resolve_model_config,
+    upscale_for_grid,
+)
+
+_NOISE, _GLOBAL, _INIT, _SAMPLE = 1, 2, 3, 4  # stream ids for mix_seed
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the checkpoint that was kept."""
+
+
+@dataclass
+class TrainResult:
+    """How :meth:`Trainer.fit` ended: ``status`` is "done" or "interrupted" (by ``signal``)."""
+
+    run_dir: Path
+    step: int
+    status: str
+    seconds: float
+    loss: float | None = None
+    signal: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.signal is None else 128 + self.signal
+
+
+def _dataset_facts(dataset: Any) -> tuple[tuple[int, ...], int | None]:
+    """(image shape (C, H, W), number of classes or None) of a training set."""
+    shape = tuple(int(v) for v in dataset[0][0].shape)
+    try:
+        num_classes = dataset.info.num_classes
+    except (AttributeError, NotImplementedError):
+        num_classes = None
+    return shape, num_classes
+
+
+class Trainer:
+    """Trains the stage that a :class:`RunConfig` describes into ``run_dir``.
+
+    ``Trainer(cfg, run_dir, resume=True).fit()`` continues from ``run_dir/checkpoint``. Under
+    ``torchrun`` the process joins the job (see :mod:`.distributed`); rank 0 writes every file.
+    """
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False) -> None:
+        from ..data import get_dataset
+        from ..nets import UNet
+
+        self.cfg = cfg
+        t = cfg.train
+        self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
+        self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
+        self.device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
+        check_precision(t.precision, self.device)
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        if not resume and (self.ckpt_dir / "format.json").exists():
+            raise ValueError(
+                f"{self.run_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
+            )
+        if resume and not self.ckpt_dir.exists():
+            raise FileNotFoundError(f"cannot resume: no checkpoint at {self.ckpt_dir}")
+        dataset = get_dataset(cfg.data.name, "train", **cfg.data.options)
+        self.image_shape, self.num_classes = _dataset_facts(dataset)
+        self.model_config = resolve_model_config(cfg, self.image_shape[0], self.num_classes)
+        self.dist: DistInfo = init_distributed(self.device)
+        torch.manual_seed(mix_seed(t.seed, _INIT))
+        self.net = UNet(self.model_config).to(self.device)
+        self.ema = EMA(self.net, t.ema_decay, t.ema_warmup)
+        self.opt = make_optimizer(list(self.net.parameters()), t)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+        self.model: torch.nn.Module = self.net
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.net, device_ids=ids)
+        self.schedule = make_schedule(cfg)
+        self.noise = torch.Generator(device=self.device)
+        self.order = BatchOrder(
+            len(dataset),
+            cfg.data.batch_size,
+            t.seed,
+            rank=self.dist.rank,
+            world=self.dist.world_size,
+            accum=t.grad_accum,
+        )
+        self.batches = Batches(dataset, self.order, cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+        self.step = 0
+        self._signal: int | None = None
+        if resume:
+            self._load()
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        from .. import __version__
+
+        return {
+            "step": self.step,
+            "model_config": self.model_config,
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes if self.cfg.data.conditional else 0,
+            "dataset": self.cfg.data.name,
+            "parameterization": self.cfg.diffusion.parameterization,
+            "parameters": sum(p.numel() for p in self.net.parameters()),
+            "world_size": self.dist.world_size,
+            "difflab_version": __version__,
+        }
+
+    def save(self) -> Path | None:
+        """Write the checkpoint of the current step (atomically; main process only)."""
+        if not self.dist.is_main:
+            return None
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "noise": self.noise.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {
+            "step": self.step,
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema_updates": self.ema.updates,
+            "rng": rng,
+        }
+        return save_checkpoint(
+            self.ckpt_dir,
+            model=self.net.state_dict(),
+            ema=self.ema.state_dict(),
+            config=self.cfg.to_dict(),
+            meta=self._meta(),
+            state=state,
+        )
+
+    def _check_matches(self, meta: dict[str, Any]) -> None:
+        where = self.ckpt_dir / "format.json"
+        old = meta.get("model_config")
+        if not isinstance(old, dict):
+            raise CheckpointError(f"{where}: no model_config; not a difflab training checkpoint")
+        for key in sorted(set(old) | set(self.model_config)):
+            if old.get(key) != self.model_config.get(key):
+                raise CheckpointError(
+                    f"{where}: the checkpoint does not match the config: model {key} is {old.get(key)!r} "
+                    f"in the checkpoint and {self.model_config.get(key)!r} in the config"
+                )
+        for key, now in (("image_shape", list(self.image_shape)), ("dataset", self.cfg.data.name)):
+            if meta.get(key) != now:
+                raise CheckpointError(
+                    f"{where}: the checkpoint does not match the config: {key} is {meta.get(key)!r} "
+                    f"in the checkpoint and {now!r} in the config"
+                )
+        if meta.get("parameterization") != self.cfg.diffusion.parameterization:
+            raise CheckpointError(
+                f"{where}: the checkpoint was trained with parameterization {meta.get('parameterization')!r}, "
+                f"the config says {self.cfg.diffusion.parameterization!r}"
+            )
+
+    def _load(self) -> None:
+        ckpt = load_checkpoint(self.ckpt_dir)
+        self._check_matches(ckpt.meta)
+        load_into(self.net, ckpt.model, self.ckpt_dir / "model.safetensors")
+        if ckpt.ema is None:
+            raise CheckpointError(f"{self.ckpt_dir / 'ema.safetensors'}: file not found")
+        load_into(self.ema.module, ckpt.ema, self.ckpt_dir / "ema.safetensors")
+        state_file = self.ckpt_dir / "state.pt"
+        st = ckpt.state
+        missing = [k for k in ("step", "optimizer", "ema_updates", "rng") if k not in st]
+        if missing:
+            raise CheckpointError(f"{state_file}: training state lacks {', '.join(missing)} (cannot resume)")
+        try:
+            self.opt.load_state_dict(st["optimizer"])
+            if self.scaler.is_enabled() and st.get("scaler"):
+                self.scaler.load_state_dict(st["scaler"])
+            torch.set_rng_state(st["rng"]["torch"])
+            self.noise.set_state(st["rng"]["noise"])
+            if self.device.type == "cuda" and "cuda" in st["rng"]:
+                torch.cuda.set_rng_state(st["rng"]["cuda"], self.device)
+        except (ValueError, KeyError, RuntimeError, TypeError) as e:
+            raise CheckpointError(f"{state_file}: cannot restore the training state ({e})") from None
+        self.ema.updates = int(st["ema_updates"])
+        self.step = int(st["step"])
+        if self.step != ckpt.step:
+            raise CheckpointError(f"{state_file}: step {self.step} differs from format.json's {ckpt.step}")
+        if ckpt.meta.get("world_size", 1) != self.dist.world_size:
+            warnings.warn(
+                f"resuming a {ckpt.meta.get('world_size')}-process run with {self.dist.world_size} processes: "
+                "the data order from here on differs from an uninterrupted run",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    # -- one update ---------------------------------------------------------------------
+    def _cond(self, labels: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        return {"class": labels.to(self.device, non_blocking=True)} if self.cfg.data.conditional else None
+
+    def _update(self, batches: Any) -> tuple[float, float, bool]:
+        """Run update ``self.step``; return (mean loss, grad norm, stop requested by any rank)."""
+        t = self.cfg.train
+        torch.manual_seed(mix_seed(t.seed, _GLOBAL, self.step, self.dist.rank))
+        self.noise.manual_seed(mix_seed(t.seed, _NOISE, self.step, self.dist.rank))
+        lr = lr_at(self.step, t)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=self.device)
+        for micro in range(t.grad_accum):
+            x, y = next(batches)
+            x = x.to(self.device, non_blocking=True)
+            sync = not self.dist.enabled or micro == t.grad_accum - 1
+            with contextlib.nullcontext() if sync else self.model.no_sync():  # type: ignore[operator]
+                with autocast(self.device, t.precision):
+                    loss = self._loss(x, self._cond(y))
+                self.scaler.scale(loss / t.grad_accum).backward()
+            total += loss.detach().float()
+        packed = torch.stack([total / t.grad_accum, torch.tensor(float(self._signal is not None), device=self.device)])
+        all_reduce_sum(packed, self.dist)
+        loss_value = float(packed[0]) / self.dist.world_size
+        stop = float(packed[1]) > 0
+        self.scaler.unscale_(self.opt)
+        clip = t.grad_clip if t.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip))
+        if not math.isfinite(loss_value) or (not self.scaler.is_enabled() and not math.isfinite(grad_norm)):
+            self.opt.zero_grad(set_to_none=True)
+            self.save()
+            what = f"loss {loss_value}" if not math.isfinite(loss_value) else f"gradient norm {grad_norm}"
+            raise NonFiniteLossError(
+                f"non-finite {what} at step {self.step + 1}; stopped and kept the last good checkpoint "
+                f"(step {self.step}) in {self.ckpt_dir}: lower train.lr, set train.grad_clip, or resume from it"
+            )
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.net)
+        self.step += 1
+        return loss_value, grad_norm, stop
+
+    def _loss(self, x: torch.Tensor, cond: Any) -> torch.Tensor:
+        from ..diffusion import training_loss
+
+        d = self.cfg.diffusion
+        return training_loss(
+            self.model, x, self.schedule, parameterization=d.parameterization, weighting=d.weighting, norm=d.norm,
+            time_sampling=d.time_sampling, n_discrete=d.n_discrete, gamma=d.gamma, cond=cond, generator=self.noise,
+        )  # fmt: skip
+
+    # -- outputs ------------------------------------------------------------------------
+    def sample_grid(self, monitor: Monitor | None = None) -> Path | None:
+        """Sample ``sample.n`` images with the EMA weights and write ``samples/step_NNNNNNN.png``."""
+        from ..data import make_grid, save_grid
+
+        if not self.dist.is_main:
+            return None
+        s = self.cfg.sample
+        x, _ = generate(
+            self.ema.module, self.cfg, self.image_shape, s.n, seed=mix_seed(self.cfg.train.seed, _SAMPLE),
+            device=self.device, precision=self.cfg.train.precision,
+        )  # fmt: skip
+        x = upscale_for_grid(crop_padding(x, self.cfg))
+        nrow = self.num_classes if self.cfg.data.conditional and self.num_classes else max(1, round(math.sqrt(s.n)))
+        path = save_grid(x, self.run_dir / "samples" / f"step_{self.step:07d}.png", nrow=nrow)
+        if monitor is not None:
+            monitor.image("samples", make_grid(x, nrow=nrow), self.step)
+        return path
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    # -- the loop -----------------------------------------------------------------------
+    def fit(self, until: int | None = None) -> TrainResult:
+        """Train up to ``train.steps`` updates (or ``until``, or a signal); see the module doc.
+
+        ``until`` pauses the run early at that step, with a checkpoint, as an interruption would;
+        the learning-rate schedule still follows ``train.steps``.
+        """
+        t, main = self.cfg.train, self.dist.is_main
+        start, t0 = self.step, time.perf_counter()
+        end = t.steps if until is None else min(until, t.steps)
+        per_step = self.cfg.data.batch_size * t.grad_accum * self.dist.world_size
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg.to_dict()))
+        monitor = Monitor(
+            self.run_dir, enabled=main, start_step=start, total_steps=t.steps, progress=t.progress, tensorboard=True
+        )
+        n_params = sum(p.numel() for p in self.net.parameters())
+        monitor.write(f"run {self.run_dir}: {self.net.summary()}")
+        monitor.write(
+            f"parameters: {n_params:,} | device {self.device}, {t.precision}, {self.dist.world_size} process(es) | "
+            f"batch {self.cfg.data.batch_size} x accum {t.grad_accum} x {self.dist.world_size} = {per_step} | "
+            f"steps {start} -> {t.steps}"
+        )
+        old_handlers = self._install_signals()
+        batches = self.batches(self.step)
+        win_loss, win_n, win_t, last_loss = 0.0, 0, time.perf_counter(), None
+        stop, saved_at, sampled_at = False, -1, -1
+        try:
+            while self.step < end and not stop:
+                loss, grad_norm, stop = self._update(batches)
+                win_loss, win_n = win_loss + loss, win_n + 1
+                monitor.advance()
+                last = self.step == end
+                if (t.log_every and self.step % t.log_every == 0) or last or stop:
+                    now = time.perf_counter()
+                    last_loss = win_loss / win_n
+                    monitor.log(
+                        {
+                            "step": self.step, "loss": last_loss, "lr": lr_at(self.step - 1, t),
+                            "grad_norm": grad_norm, "images_per_s": win_n * per_step / max(now - win_t, 1e-9),
+                            "elapsed_s": round(now - t0, 3),
+                        }
+                    )  # fmt: skip
+                    win_loss, win_n, win_t = 0.0, 0, now
+                if (t.sample_every and self.step % t.sample_every == 0) or last:
+                    self.sample_grid(monitor)
+                    sampled_at = self.step
+                if (t.ckpt_every and self.step % t.ckpt_every == 0) or last or stop:
+                    self.save()
+                    saved_at = self.step
+            if saved_at != self.step:
+                self.save()
+            if sampled_at != self.step and not stop and self.step > start:
+                self.sample_grid(monitor)
+            barrier(self.dist)
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            monitor.close()
+        seconds = time.perf_counter() - t0
+        status = "interrupted" if stop else ("done" if self.step >= t.steps else "paused")
+        sig = None
+        if stop:
+            sig = self._signal if self._signal is not None else int(signal.SIGTERM)
+        result = TrainResult(self.run_dir, self.step, status, seconds, last_loss, sig)
+        if main:
+            summary = {
+                "status": status, "step": self.step, "seconds": round(seconds, 2), "loss": last_loss,
+                "parameters": n_params, "steps_this_session": self.step - start, "signal": sig,
+            }  # fmt: skip
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            what = f"stopped by signal {sig}" if stop else status
+            monitor.write(f"{what} at step {self.step} after {seconds:.1f} s; checkpoint in {self.ckpt_dir}")
+        return result
+
+    def close(self) -> None:
+        """Leave the process group (if this trainer joined one)."""
+        shutdown(self.dist)
+
+
+def train(
+    cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False, until: int | None = None
+) -> TrainResult:
+    """Build a :class:`Trainer`, run it (up to ``until``, see :meth:`Trainer.fit`), leave the process group."""
+    trainer = Trainer(cfg, run_dir, resume=resume)
+    try:
+        return trainer.fit(until)
+    finally:
+        trainer.close()
