@@ -3,13 +3,24 @@
 Run from the repository root::
 
     .venv/bin/python benchmarks/training.py throughput [--threads N]
+    .venv/bin/python benchmarks/training.py demo
+    .venv/bin/python benchmarks/training.py fashion --run runs/fashion-mnist-cfg [--guidance 2]
 
 ``throughput``: training steps (forward, backward, AdamW) per second x batch, for difflab's
 U-Net and diffusers' ``UNet2DModel`` of matched parameter count, on 1x28x28 inputs (the
 Fashion-MNIST shape) at batch 64, v-parameterization loss from ``difflab.diffusion``. The two
 models alternate step by step, so machine noise hits both alike; the median over steps is
-reported. Results are merged into ``docs/results/training.json`` (other parts of the issue's
-benchmark add their keys to the same file).
+reported.
+
+``demo``: times ``make demo`` from a warm set-up (the analytic demo, then training on digits,
+sampling and evaluation) and records the FD of its 1,000 samples with the train/test floor.
+
+``fashion``: evaluates a finished run of ``configs/fashion-mnist-cfg.yaml`` (trained with
+``difflab train``): FD of 1,000 guided samples (labels cycling through the classes) with
+its floor, class accuracy by the shipped classifier, and the training time from the run's
+``summary.json``.
+
+Each part merges its keys into ``docs/results/training.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import argparse
 import datetime as dt
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,9 +107,34 @@ def bench_throughput(batch: int, steps: int, warmup: int) -> dict:
     }
 
 
+def bench_demo() -> dict:
+    t0 = time.perf_counter()
+    subprocess.run(["make", "demo"], cwd=ROOT, check=True)
+    seconds = time.perf_counter() - t0
+    ev = json.loads((ROOT / "outputs" / "digits" / "eval.json").read_text())
+    keep = ("fd", "fd_floor", "precision", "recall", "n_samples")
+    return {"demo_seconds": seconds, "digits": {k: ev.get(k) for k in keep} | {"fd_ratio": ev["fd"] / ev["fd_floor"]}}
+
+
+def bench_fashion(run: Path, guidance: float) -> dict:
+    summary = json.loads((run / "summary.json").read_text())
+    if summary.get("status") != "done":
+        raise SystemExit(f"{run}: training status is {summary.get('status')!r}, not 'done'")
+    exe = Path(sys.executable).with_name("difflab")
+    cmd = [str(exe), "eval", str(run), "--n", "1000", "--guidance", str(guidance), "--json"]
+    ev = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout)
+    keep = ("fd", "fd_floor", "precision", "recall", "class_accuracy", "n_samples")
+    out = {k: ev.get(k) for k in keep}
+    out |= {"train_minutes": summary["seconds"] / 60, "steps": summary["step"], "guidance": guidance}
+    out["eval_command"] = " ".join(["difflab", *cmd[1:]])
+    return {"fashion_mnist_cond": out}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("part", choices=["throughput"], help="which measurement to run")
+    p.add_argument("part", choices=["throughput", "demo", "fashion"], help="which measurement to run")
+    p.add_argument("--run", type=Path, default=ROOT / "runs" / "fashion-mnist-cfg", help="fashion: the run folder")
+    p.add_argument("--guidance", type=float, default=2.0, help="fashion: classifier-free guidance weight w")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=15, help="timed training steps per model")
@@ -107,19 +144,31 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     path = ROOT / "docs" / "results" / "training.json"
     res = json.loads(path.read_text()) if path.exists() else {}
-    part = bench_throughput(args.batch, args.steps, warmup=3)
+    if args.part == "throughput":
+        part = bench_throughput(args.batch, args.steps, warmup=3)
+        r = part["throughput_images_per_s"]
+        print(
+            f"training throughput, batch {args.batch}, 1x28x28, {torch.get_num_threads()} threads: "
+            f"difflab {r['difflab']:.1f} img/s ({part['throughput_setup']['params']['difflab'] / 1e6:.2f}M params), "
+            f"diffusers {r['diffusers']:.1f} img/s ({part['throughput_setup']['params']['diffusers'] / 1e6:.2f}M), "
+            f"ratio {part['throughput_ratio']:.2f}"
+        )
+    elif args.part == "demo":
+        part = bench_demo()
+        d = part["digits"]
+        print(f"make demo: {part['demo_seconds']:.0f} s; digits FD {d['fd']:.4f}, floor {d['fd_floor']:.4f}")
+    else:
+        part = bench_fashion(args.run, args.guidance)
+        f = part["fashion_mnist_cond"]
+        print(
+            f"fashion-mnist-cfg: {f['train_minutes']:.1f} min, {f['steps']} steps; w={args.guidance}: "
+            f"class accuracy {f['class_accuracy']:.3f}, FD {f['fd']:.4f} (floor {f['fd_floor']:.4f})"
+        )
     stamp = {"command": command_line("benchmarks/training.py"), "machine": machine_info()}
     stamp["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     res.update(part)
     res["parts"] = {**res.get("parts", {}), args.part: stamp}
     res.update(stamp)  # the file's provenance: its latest part
-    r = part["throughput_images_per_s"]
-    print(
-        f"training throughput, batch {args.batch}, 1x28x28, {torch.get_num_threads()} threads: "
-        f"difflab {r['difflab']:.1f} img/s ({part['throughput_setup']['params']['difflab'] / 1e6:.2f}M params), "
-        f"diffusers {r['diffusers']:.1f} img/s ({part['throughput_setup']['params']['diffusers'] / 1e6:.2f}M), "
-        f"ratio {part['throughput_ratio']:.2f}"
-    )
     if not args.no_write:
         print(f"wrote {write_result('training', res).relative_to(ROOT)}")
     return res
