@@ -88,12 +88,16 @@ class Trainer:
 
     ``Trainer(cfg, run_dir, resume=True).fit()`` continues from ``run_dir/checkpoint``. Under
     ``torchrun`` the process joins the job (see :mod:`.distributed`); rank 0 writes every file.
+
+    Other methods (ARDMs, WaveGrad, distillation) reuse the loop, checkpoints, EMA, precision, DDP
+    and resume by subclassing and overriding the hooks: :meth:`make_dataset` (items ``(x, y)``),
+    :meth:`resolve_model_config` (the ``model`` dict -> the network's config dict),
+    :meth:`build_network`, :meth:`_cond` (``y`` -> the network's condition), :meth:`_loss`,
+    :meth:`extra_meta` (saved in ``format.json``) and :meth:`sample_grid` (what to write at
+    ``sample_every``).
     """
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False) -> None:
-        from ..data import get_dataset
-        from ..nets import UNet
-
         self.cfg = cfg
         t = cfg.train
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
@@ -108,12 +112,12 @@ class Trainer:
             )
         if resume and not self.ckpt_dir.exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {self.ckpt_dir}")
-        dataset = get_dataset(cfg.data.name, "train", **cfg.data.options)
+        dataset = self.make_dataset()
         self.image_shape, self.num_classes = _dataset_facts(dataset)
-        self.model_config = resolve_model_config(cfg, self.image_shape[0], self.num_classes)
+        self.model_config = self.resolve_model_config()
         self.dist: DistInfo = init_distributed(self.device)
         torch.manual_seed(mix_seed(t.seed, _INIT))
-        self.net = UNet(self.model_config).to(self.device)
+        self.net = self.build_network().to(self.device)
         self.ema = EMA(self.net, t.ema_decay, t.ema_warmup)
         self.opt = make_optimizer(list(self.net.parameters()), t)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
@@ -139,6 +143,27 @@ class Trainer:
         if resume:
             self._load()
 
+    # -- hooks for other methods ----------------------------------------------------------
+    def make_dataset(self) -> Any:
+        """The training set: items ``(x, y)``; ``x`` is what the loss sees, ``y`` goes to :meth:`_cond`."""
+        from ..data import get_dataset
+
+        return get_dataset(self.cfg.data.name, "train", **self.cfg.data.options)
+
+    def resolve_model_config(self) -> dict[str, Any]:
+        """The network's full config dict (saved in the checkpoint; must rebuild the same network)."""
+        return resolve_model_config(self.cfg, self.image_shape[0], self.num_classes)
+
+    def build_network(self) -> torch.nn.Module:
+        """A fresh network from ``self.model_config`` (the default: the U-Net)."""
+        from ..nets import UNet
+
+        return UNet(self.model_config)
+
+    def extra_meta(self) -> dict[str, Any]:
+        """Method-specific entries for ``format.json`` (the default: none)."""
+        return {}
+
     # -- checkpoints --------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
         from .. import __version__
@@ -153,6 +178,7 @@ class Trainer:
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "world_size": self.dist.world_size,
             "difflab_version": __version__,
+            **self.extra_meta(),
         }
 
     def save(self) -> Path | None:
@@ -336,7 +362,8 @@ class Trainer:
             self.run_dir, enabled=main, start_step=start, total_steps=t.steps, progress=t.progress, tensorboard=True
         )
         n_params = sum(p.numel() for p in self.net.parameters())
-        monitor.write(f"run {self.run_dir}: {self.net.summary()}")
+        summary = self.net.summary() if hasattr(self.net, "summary") else type(self.net).__name__
+        monitor.write(f"run {self.run_dir}: {summary}")
         monitor.write(
             f"parameters: {n_params:,} | device {self.device}, {t.precision}, {self.dist.world_size} process(es) | "
             f"batch {self.cfg.data.batch_size} x accum {t.grad_accum} x {self.dist.world_size} = {per_step} | "
