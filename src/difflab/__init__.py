@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-_SUBMODULES = ("diffusion", "analytic", "nets", "data", "eval", "train", "config", "cli", "demo")
+_SUBMODULES = ("diffusion", "analytic", "nets", "data", "eval", "train", "config", "cli", "demo", "methods")
 
 
 def __getattr__(name: str) -> Any:
