@@ -209,6 +209,40 @@ def _run_eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
+def _add_distill(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="teacher: a run of 'difflab train' (or an earlier distill stage)")
+    p.add_argument("--to-steps", type=_int_at_least(1), help="sampling steps of the last student (default: 4)")
+    p.add_argument("--from-steps", type=_int_at_least(2), help="teacher DDIM steps the first student halves (256)")
+    p.add_argument("--updates", type=_int_at_least(1), help="optimizer updates per halving (default: 1000)")
+    p.add_argument("--batch-size", type=_int_at_least(1), help="batch size (default: the teacher's)")
+    p.add_argument("--lr", type=_float_at_least(0.0), help="learning rate, decayed linearly to 0 per halving (1e-4)")
+    p.add_argument("--weighting", choices=("truncated-snr", "snr+1"), help="loss weighting (default: truncated-snr)")
+    p.add_argument("--parameterization", choices=("eps", "x", "v", "both"), help="student's (default: teacher's)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--guidance", type=_float_at_least(0.0), metavar="W", help="distil the CFG teacher at fixed w")
+    g.add_argument(
+        "--guidance-range",
+        type=_float_at_least(0.0),
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="student takes w in [LO, HI] as an input (Meng et al. 2023)",
+    )
+    p.add_argument("--config", metavar="YAML", help="a DistillConfig recipe (flags and key=value override it)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="DistillConfig overrides, e.g. ckpt_every=200")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN-distilled); one run folder per halving")
+    p.add_argument("--resume", action="store_true", help="skip finished halvings and continue an interrupted one")
+    p.add_argument("--seed", type=_int_at_least(0), help="seed (default: 0)")
+    p.add_argument("--device", choices=DEVICES, help="device (default: auto)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="training precision (default: fp32)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run_distill(args: argparse.Namespace) -> int:
+    from .methods.distill import run_distill
+
+    return run_distill(args)
+
+
 COMMANDS: dict[str, Command] = {
     "demo": Command(
         help="sample a 2-D Gaussian mixture with every sampler and its exact denoiser",
@@ -252,6 +286,19 @@ COMMANDS: dict[str, Command] = {
         ),
         add_arguments=_add_eval,
         run=_run_eval,
+    ),
+    "distill": Command(
+        help="progressive distillation: halve a trained stage's sampling steps down to --to-steps",
+        description=(
+            "Progressive distillation (Salimans & Ho 2022, Algorithm 2): a student learns to do in one DDIM step "
+            "what the teacher does in two, then becomes the teacher, from --from-steps/2 down to --to-steps. "
+            "Writes one run folder per halving (OUT/steps-0128 ... OUT/steps-0004) that 'difflab sample' and "
+            "'difflab eval' accept; their config samples with the student's step count. --guidance W distils a "
+            "class-conditional teacher under classifier-free guidance at fixed w; --guidance-range LO HI makes w "
+            "an input of the student (Meng et al. 2023)."
+        ),
+        add_arguments=_add_distill,
+        run=_run_distill,
     ),
 }
 

@@ -17,6 +17,8 @@ key                  shape               meaning
 "aug_lam"            (B,)                log-SNR of the noise augmentation of "lowres" (Imagen;
                                          default: clean, i.e. lam_clip)
 "frame_is_image"     (B, F) bool         3-D: frame is an independent image (Ho et al. 2022)
+"guidance"           (B,) float          the guidance weight w of a guidance-distilled student
+                                         (Meng et al. 2023); required when guidance_embed is set
 "<k>_drop"           (B,) bool           for k in class, vector, tokens, pooled: use the learned
                                          null embedding of k for these samples
 ===================  ==================  ==========================================================
@@ -52,6 +54,7 @@ COND_KEYS = (
     "lowres",
     "aug_lam",
     "frame_is_image",
+    "guidance",
     *(k + "_drop" for k in DROPPABLE),
 )
 
@@ -101,6 +104,7 @@ def check_cond(cond: Cond, config: UNetConfig) -> None:
         "lowres": ("lowres_channels", config.lowres_channels),
         "aug_lam": ("lowres_channels", config.lowres_channels),
         "frame_is_image": ("dims=3", int(config.dims == 3)),
+        "guidance": ("guidance_embed", int(config.guidance_embed)),
     }
     needs.update({k + "_drop": needs[k] for k in DROPPABLE})
     for k in cond:
@@ -148,6 +152,11 @@ class ConditionEmbedder(nn.Module):
         self.tokens = nn.Linear(c.token_dim, d) if c.token_dim else None
         self.null_token = nn.Parameter(torch.randn(d) / math.sqrt(d)) if c.token_dim else None
         self.ctx_norm = nn.LayerNorm(d) if d else None
+        self.guidance = None
+        if c.guidance_embed:
+            self.guidance = nn.Sequential(nn.Linear(c.channels, e), nn.SiLU(), nn.Linear(e, e))
+            nn.init.zeros_(self.guidance[2].weight)
+            nn.init.zeros_(self.guidance[2].bias)
 
     def embed_lam(self, lam: Tensor) -> Tensor:
         """Sinusoidal features of the clamped, scaled log-SNR (finite even for lam = +-inf)."""
@@ -194,6 +203,16 @@ class ConditionEmbedder(nn.Module):
             if aug_lam.shape != (b,):
                 raise ValueError(f"cond['aug_lam'] must be a scalar or have shape ({b},), got {tuple(aug_lam.shape)}")
             emb = emb + self.aug(self.embed_lam(aug_lam))
+        if self.guidance is not None:
+            w = cond.get("guidance")
+            if w is None:
+                raise ValueError("this network takes the guidance weight as input: pass cond['guidance'] (B,) float")
+            w = torch.as_tensor(w, device=device, dtype=torch.float32)
+            w = w.expand(b) if w.ndim == 0 else w
+            if w.shape != (b,):
+                raise ValueError(f"cond['guidance'] must be a scalar or have shape ({b},), got {tuple(w.shape)}")
+            # w in [0, ~10]: scaled like lam so that the sinusoid's low frequencies resolve it
+            emb = emb + self.guidance(sinusoidal_embedding(w * self.config.lam_scale, self.config.channels))
         if self.label is not None:
             labels = cond.get("class")
             labels = torch.zeros(b, dtype=torch.long, device=device) if labels is None else labels.long()

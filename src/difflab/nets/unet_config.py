@@ -51,6 +51,10 @@ class UNetConfig:
         lowres_channels, lowres_mode: a low-resolution image cond["lowres"] is up-sampled and
             concatenated to the input; its noise-augmentation level cond["aug_lam"] is embedded.
         cond_drop: probability of dropping each condition in training, e.g. {"class": 0.1}.
+        guidance_embed: the network takes the guidance weight w as an input, cond["guidance"]
+            (B,) float, embedded like lam and added to the embedding; its last layer starts at
+            zero, so a copy of a trained net still computes the same function (guided
+            distillation, Meng et al. 2023, "On Distillation of Guided Diffusion Models").
     """
 
     dims: int = 2
@@ -79,6 +83,7 @@ class UNetConfig:
     lowres_channels: int = 0
     lowres_mode: str = "bilinear"
     cond_drop: dict[str, float] = field(default_factory=dict)
+    guidance_embed: bool = False
 
     def __post_init__(self) -> None:
         for name in ("channel_mult", "attn_levels", "temporal_levels"):

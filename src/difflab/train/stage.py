@@ -143,7 +143,8 @@ def generate(
     was_training = net.training
     net.eval()
     denoiser = make_denoiser(net, cfg.diffusion.parameterization)
-    if num_classes and guidance != 1.0:
+    takes_w = bool(getattr(getattr(net, "config", None), "guidance_embed", False))
+    if num_classes and guidance != 1.0 and not takes_w:
         denoiser = cfg_guidance(denoiser, guidance, null_cond)
     if batch_size is None:
         pixels = math.prod(image_shape[1:])
@@ -155,6 +156,8 @@ def generate(
             b = min(batch_size, n - start)
             z = torch.randn((b, *image_shape), generator=gen, device=device)
             cond = keep_cond({"class": labels[start : start + b].to(device)}) if num_classes else None
+            if takes_w:  # a guidance-distilled student takes w as an input (Meng et al. 2023)
+                cond = {**(cond or {}), "guidance": torch.full((b,), float(guidance), device=device)}
             with autocast(device, precision):
                 x = sample_fn(denoiser, z, lams, cond=cond, generator=gen, progress=progress, **s.options)
             out.append(x.float().cpu())
