@@ -1,0 +1,294 @@
+"""Progressive distillation benchmark (issue 4): FD vs sampling steps for a teacher's samplers and
+its distilled students, a parameterization ablation, and wall-clock per sample.
+
+Parts (each writes a part file; ``merge`` combines part files into docs/results/distillation.json):
+
+    # teacher samplers (ddpm, ddim, dpmpp2m, diffusers' DPMSolverMultistepScheduler) and students
+    python benchmarks/distillation.py run --teacher runs/digits --out runs/digits-distilled \\
+        --from-steps 256 --updates 1000 --part docs/results/parts/distillation-digits.json
+    # eps / x / v / both teachers, each distilled to 4 and 1 steps (Salimans & Ho 2022, Table 1)
+    python benchmarks/distillation.py ablation --dataset digits --out runs/ablation --part ...
+    python benchmarks/distillation.py merge docs/results/parts/distillation-*.json
+
+``run`` distils first (resumable: finished halvings are skipped), then samples ``--n`` images per
+row and scores them with ``difflab.eval.evaluate`` (FD against the training split, with the floor
+of real test images). A class-conditional teacher is sampled (and distilled) at guidance ``--guidance``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, command_line, machine_info, write_result  # noqa: E402
+
+METHODS = ("ddpm", "ddim", "dpmpp2m", "diffusers-dpmpp2m")
+
+
+def _info() -> dict:
+    info = machine_info()
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# -- samplers driving the teacher ------------------------------------------------------------
+def diffusers_dpmpp(stage, n: int, steps: int, guidance: float, seed: int, device: torch.device) -> torch.Tensor:
+    """diffusers' ``DPMSolverMultistepScheduler`` (DPM-Solver++ 2M, its recommended settings) driving
+    the difflab network: an independent baseline. The continuous cosine schedule is given to it as
+    1000 ``trained_betas`` (``alpha_bar_k`` at ``t = (k + 1) / 1000``); the network is called at the
+    log-SNR of diffusers' own sigma, ``lam = -2 log sigma``; CFG is applied to the network output."""
+    import diffusers
+
+    from difflab.diffusion import get_schedule
+    from difflab.nets import keep_cond, null_cond
+
+    cfg = stage.config
+    sched_lam = get_schedule(cfg.diffusion.schedule, **cfg.diffusion.schedule_options)
+    t = torch.arange(1, 1001, dtype=torch.float64) / 1000
+    abar = torch.sigmoid(sched_lam.lam(t))
+    betas = 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    p = cfg.diffusion.parameterization
+    if p not in ("eps", "v"):
+        raise ValueError(f"the diffusers baseline needs an eps or v teacher, not {p!r}")
+    sched = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, trained_betas=betas.clamp(max=0.999).numpy(),
+        prediction_type="epsilon" if p == "eps" else "v_prediction", algorithm_type="dpmsolver++", solver_order=2,
+        lower_order_final=True, final_sigmas_type="zero",
+    )  # fmt: skip
+    sched.set_timesteps(steps, device=device)
+    lams = -2.0 * sched.sigmas.double().log()
+    net = stage.net
+    num_classes = int(net.config.num_classes or 0)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    labels = torch.arange(n) % num_classes if num_classes else None
+    out = []
+    bs = 500
+    for s in range(0, n, bs):
+        b = min(bs, n - s)
+        z = torch.randn((b, *stage.image_shape), generator=gen, device=device) * sched.init_noise_sigma
+        cond = keep_cond({"class": labels[s : s + b].to(device)}) if num_classes else None
+        for i, k in enumerate(sched.timesteps):
+            lam = torch.full((b,), float(lams[i]), device=device)
+            with torch.no_grad():
+                if num_classes and guidance != 1.0:
+                    from difflab.diffusion import cat_cond
+
+                    o = net(torch.cat([z, z]), torch.cat([lam, lam]), cat_cond(cond, null_cond(cond)))
+                    oc, ou = o.chunk(2)
+                    o = ou + guidance * (oc - ou)
+                else:
+                    o = net(z, lam, cond)
+            z = sched.step(o, k, z).prev_sample
+        out.append(z.float().cpu())
+    return torch.cat(out), labels
+
+
+def draw(stage, method: str, steps: int, n: int, guidance: float, seed: int, device, spacing: str = "t"):
+    from difflab.train import crop_padding, generate
+
+    if method == "diffusers-dpmpp2m":
+        x, labels = diffusers_dpmpp(stage, n, steps, guidance, seed, device)
+    else:
+        sampler = {"dpmpp2m": "dpmpp_2m"}.get(method, method)
+        x, labels = generate(
+            stage.net, stage.config, stage.image_shape, n, sampler=sampler, steps=steps, spacing=spacing,
+            guidance=guidance, seed=seed, device=device,
+        )  # fmt: skip
+    return crop_padding(x, stage.config), labels
+
+
+def score(stage, x, labels) -> dict:
+    from difflab.eval import evaluate
+
+    return evaluate(x, stage.config.data.name, labels)
+
+
+# -- parts -------------------------------------------------------------------------------------
+def part_run(args) -> dict:
+    from difflab.methods.distill import DistillConfig, distill, stage_dir
+    from difflab.train import load_stage, resolve_device
+
+    device = resolve_device(args.device)
+    teacher = load_stage(args.teacher, device=device)
+    dataset = teacher.config.data.name
+    conditional = bool(teacher.net.config.num_classes)
+    w = args.guidance if conditional else 1.0
+    dcfg = DistillConfig(
+        from_steps=args.from_steps, to_steps=1, updates=args.updates, batch_size=args.batch_size, lr=args.lr,
+        guidance=w if conditional else None, device=args.device, precision=args.precision,
+        ckpt_every=max(args.updates // 2, 1), progress=not args.no_progress, log_every=100,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    distill(args.teacher, args.out, dcfg, resume=True)
+    distill_s = time.perf_counter() - t0
+    rows, timing = [], {}
+    step_list = [2**k for k in range(int(math.log2(args.from_steps)) + 1)]
+    floor = None
+    for method in args.methods:
+        for steps in step_list:
+            spacings = ("t", "lam") if method == "dpmpp2m" else ("t",)
+            for spacing in spacings:
+                _sync(device)
+                t1 = time.perf_counter()
+                x, labels = draw(teacher, method, steps, args.n, w, args.seed, device, spacing)
+                _sync(device)
+                secs = time.perf_counter() - t1
+                r = score(teacher, x, labels)
+                floor = r["fd_floor"]
+                row = {"dataset": dataset, "method": method, "steps": steps, "fd": r["fd"], "spacing": spacing}
+                row["precision"], row["recall"], row["seconds"] = r["precision"], r["recall"], round(secs, 3)
+                if r.get("class_accuracy") is not None:
+                    row["class_accuracy"] = r["class_accuracy"]
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    for steps in reversed(step_list[:-1]):
+        st = load_stage(stage_dir(args.out, steps), device=device)
+        _sync(device)
+        t1 = time.perf_counter()
+        x, labels = draw(st, "ddim", steps, args.n, st.config.sample.guidance, args.seed, device)
+        _sync(device)
+        secs = time.perf_counter() - t1
+        r = score(st, x, labels)
+        row = {"dataset": dataset, "method": "distilled", "steps": steps, "fd": r["fd"], "spacing": "t"}
+        row["precision"], row["recall"], row["seconds"] = r["precision"], r["recall"], round(secs, 3)
+        if r.get("class_accuracy") is not None:
+            row["class_accuracy"] = r["class_accuracy"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    teacher_rows = [r for r in rows if r["method"] != "distilled"]
+    best = min(teacher_rows, key=lambda r: r["fd"])
+    student4 = next((r for r in rows if r["method"] == "distilled" and r["steps"] == 4), None)
+    timing = {
+        "teacher_best": {k: best[k] for k in ("method", "steps", "spacing", "fd")},
+        "teacher_best_ms_per_sample": round(1000 * best["seconds"] / args.n, 4),
+        "student4_ms_per_sample": round(1000 * student4["seconds"] / args.n, 4) if student4 else None,
+    }
+    return {
+        "dataset": dataset, "fd_floor": floor, "teacher_best_fd": best["fd"], "guidance": w,
+        "teacher": str(args.teacher), "from_steps": args.from_steps, "updates_per_halving": args.updates,
+        "distill_seconds": round(distill_s, 1), "n_samples": args.n, "timing": timing, "rows": rows,
+    }  # fmt: skip
+
+
+ABLATION_WEIGHTING = {"eps": "snr", "x": "truncated-snr", "v": "snr+1", "both": "truncated-snr"}
+
+
+def part_ablation(args) -> dict:
+    """Salimans & Ho 2022 Table 1 at small scale: one teacher per parameterization (trained with its
+    usual weighting: eps-MSE for eps, v-MSE for v, truncated SNR for x and both), each distilled
+    with the truncated-SNR loss down to 1 step; FD at 4 and 1 steps (and the teacher's 256-step DDIM)."""
+    from difflab.methods.distill import DistillConfig, distill, stage_dir
+    from difflab.train import load_run_config, load_stage, resolve_device, train
+
+    device = resolve_device(args.device)
+    rows = []
+    for p in args.parameterizations:
+        run = Path(args.out) / f"teacher-{p}"
+        cfg = load_run_config(
+            args.config, [f"diffusion.parameterization={p}", f"diffusion.weighting={ABLATION_WEIGHTING[p]}",
+                          f"train.steps={args.teacher_steps}", f"train.device={args.device}", "train.sample_every=0"]
+        )  # fmt: skip
+        if not (run / "checkpoint" / "format.json").exists():
+            train(cfg, run)
+        else:
+            from difflab.train.checkpoint import load_checkpoint
+
+            if load_checkpoint(run / "checkpoint", with_state=False).step < args.teacher_steps:
+                train(cfg, run, resume=True)
+        dcfg = DistillConfig(
+            from_steps=args.from_steps, to_steps=1, updates=args.updates, device=args.device,
+            ckpt_every=max(args.updates // 2, 1), progress=not args.no_progress, log_every=100,
+        )  # fmt: skip
+        out = Path(args.out) / f"distilled-{p}"
+        distill(run, out, dcfg, resume=True)
+        teacher = load_stage(run, device=device)
+        x, labels = draw(teacher, "ddim", args.from_steps, args.n, 1.0, args.seed, device)
+        r = score(teacher, x, labels)
+        rows.append({"dataset": teacher.config.data.name, "method": "ddim", "parameterization": p,
+                     "steps": args.from_steps, "fd": r["fd"], "part": "ablation"})  # fmt: skip
+        for steps in (4, 1):
+            st = load_stage(stage_dir(out, steps), device=device)
+            x, labels = draw(st, "ddim", steps, args.n, 1.0, args.seed, device)
+            fd = score(st, x, labels)["fd"]
+            if not math.isfinite(fd):
+                fd = None
+            rows.append({"dataset": st.config.data.name, "method": "distilled", "parameterization": p,
+                         "steps": steps, "fd": fd, "part": "ablation"})  # fmt: skip
+        for row in rows[-3:]:
+            print(json.dumps(row), flush=True)
+    return {"ablation_floor": r["fd_floor"], "rows": rows, "teacher_steps": args.teacher_steps,
+            "updates_per_halving": args.updates}  # fmt: skip
+
+
+def merge(paths: list[Path], main_dataset: str) -> dict:
+    """Combine part files into the one result file (top-level numbers from ``main_dataset``)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    res: dict = {"command": "; ".join(p["command"] for p in parts), "machine": parts[0]["machine"]}
+    res["date"] = max(p["date"] for p in parts)
+    res["parts"] = [{k: v for k, v in p.items() if k != "rows"} for p in parts]
+    res["rows"] = [row for p in parts for row in p["rows"]]
+    mains = [p for p in parts if p.get("dataset") == main_dataset] or [p for p in parts if "dataset" in p]
+    if mains:
+        res["dataset"] = mains[0]["dataset"]
+        res["fd_floor"] = mains[0]["fd_floor"]
+        res["teacher_best_fd"] = mains[0]["teacher_best_fd"]
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="part", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", required=True, help="folder of the distilled stages (resumable)")
+    common.add_argument("--from-steps", type=int, default=256)
+    common.add_argument("--updates", type=int, default=1000, help="updates per halving")
+    common.add_argument("--n", type=int, default=1000, help="samples per FD")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--device", default="auto")
+    common.add_argument("--no-progress", action="store_true")
+    common.add_argument("--write", metavar="JSON", required=True, help="part file to write")
+    r = sub.add_parser("run", parents=[common])
+    r.add_argument("--teacher", required=True)
+    r.add_argument("--guidance", type=float, default=1.0)
+    r.add_argument("--batch-size", type=int, default=None)
+    r.add_argument("--lr", type=float, default=1e-4)
+    r.add_argument("--precision", default="fp32")
+    r.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    a = sub.add_parser("ablation", parents=[common])
+    a.add_argument("--config", default=str(ROOT / "configs" / "digits.yaml"))
+    a.add_argument("--teacher-steps", type=int, default=2000)
+    a.add_argument("--parameterizations", nargs="+", default=["eps", "x", "v", "both"])
+    m = sub.add_parser("merge")
+    m.add_argument("parts", nargs="+")
+    m.add_argument("--main-dataset", default="fashion-mnist")
+    args = ap.parse_args(argv)
+    if args.part == "merge":
+        res = merge([Path(p) for p in args.parts], args.main_dataset)
+        print(f"wrote {write_result('distillation', res).relative_to(ROOT)}")
+        return 0
+    t0 = time.perf_counter()
+    res = part_run(args) if args.part == "run" else part_ablation(args)
+    res = {"command": command_line("benchmarks/distillation.py"), "machine": _info(),
+           "date": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - t0, 1), **res}  # fmt: skip
+    out = Path(args.write)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
