@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint bench clean debian-data
+.PHONY: setup demo test lint bench clean debian-data gpu-check
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core.py
 	$(BIN)/python benchmarks/training.py throughput
+
+# On a machine with a CUDA GPU and torch (no set-up: runs from src/): train a few steps with
+# CUDA + bf16, sample, score, print throughput.
+gpu-check:
+	PYTHONPATH=src python3 scripts/gpu_check.py $(if $(OUT),--out $(OUT),)
 
 clean:
 	rm -rf $(VENV) outputs build src/*.egg-info

@@ -117,6 +117,14 @@ def score(stage, x, labels) -> dict:
 
 
 # -- parts -------------------------------------------------------------------------------------
+def _checkpoint_rows(args, rows: list[dict]) -> None:
+    """Write the rows so far to the part file (a run cut short by a time limit keeps them)."""
+    out = Path(args.write)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = {"command": command_line("benchmarks/distillation.py"), "machine": _info(), "partial": True}
+    out.write_text(json.dumps({**partial, "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1) + "\n")
+
+
 def part_run(args) -> dict:
     from difflab.methods.distill import DistillConfig, distill, stage_dir
     from difflab.train import load_stage, resolve_device
@@ -134,9 +142,26 @@ def part_run(args) -> dict:
     t0 = time.perf_counter()
     distill(args.teacher, args.out, dcfg, resume=True)
     distill_s = time.perf_counter() - t0
-    rows, timing = [], {}
+    draw(teacher, "ddim", 2, 16, w, args.seed, device)  # warm-up (CUDA context, kernels) before any timing
+    rows: list[dict] = []
     step_list = [2**k for k in range(int(math.log2(args.from_steps)) + 1)]
     floor = None
+    for steps in reversed(step_list[:-1]):
+        st = load_stage(stage_dir(args.out, steps), device=device)
+        _sync(device)
+        t1 = time.perf_counter()
+        x, labels = draw(st, "ddim", steps, args.n, st.config.sample.guidance, args.seed, device)
+        _sync(device)
+        secs = time.perf_counter() - t1
+        r = score(st, x, labels)
+        floor = r["fd_floor"]
+        row = {"dataset": dataset, "method": "distilled", "steps": steps, "fd": r["fd"], "spacing": "t"}
+        row["precision"], row["recall"], row["seconds"] = r["precision"], r["recall"], round(secs, 3)
+        if r.get("class_accuracy") is not None:
+            row["class_accuracy"] = r["class_accuracy"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        _checkpoint_rows(args, rows)
     for method in args.methods:
         for steps in step_list:
             spacings = ("t", "lam") if method == "dpmpp2m" else ("t",)
@@ -154,20 +179,7 @@ def part_run(args) -> dict:
                     row["class_accuracy"] = r["class_accuracy"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    for steps in reversed(step_list[:-1]):
-        st = load_stage(stage_dir(args.out, steps), device=device)
-        _sync(device)
-        t1 = time.perf_counter()
-        x, labels = draw(st, "ddim", steps, args.n, st.config.sample.guidance, args.seed, device)
-        _sync(device)
-        secs = time.perf_counter() - t1
-        r = score(st, x, labels)
-        row = {"dataset": dataset, "method": "distilled", "steps": steps, "fd": r["fd"], "spacing": "t"}
-        row["precision"], row["recall"], row["seconds"] = r["precision"], r["recall"], round(secs, 3)
-        if r.get("class_accuracy") is not None:
-            row["class_accuracy"] = r["class_accuracy"]
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+                _checkpoint_rows(args, rows)
     teacher_rows = [r for r in rows if r["method"] != "distilled"]
     best = min(teacher_rows, key=lambda r: r["fd"])
     student4 = next((r for r in rows if r["method"] == "distilled" and r["steps"] == 4), None)
@@ -229,6 +241,7 @@ def part_ablation(args) -> dict:
                          "steps": steps, "fd": fd, "part": "ablation"})  # fmt: skip
         for row in rows[-3:]:
             print(json.dumps(row), flush=True)
+        _checkpoint_rows(args, rows)
     return {"ablation_floor": r["fd_floor"], "rows": rows, "teacher_steps": args.teacher_steps,
             "updates_per_halving": args.updates}  # fmt: skip
 
