@@ -261,6 +261,101 @@ def merge(paths: list[Path], main_dataset: str) -> dict:
     return res
 
 
+# -- RESULTS.md section (registered in report.py) ------------------------------------------------
+def _f(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def render(data: dict) -> str:
+    """The "Progressive distillation" section of docs/RESULTS.md."""
+    out = ["## Progressive distillation", ""]
+    out += [f"Date: {data.get('date')}  ", "Commands and machines:", ""]
+    for p in data.get("parts", []):
+        m = p.get("machine", {})
+        where = m.get("gpu") or f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('torch_threads')} torch threads"
+        out.append(f"- `{p.get('command')}` ({where}; torch {m.get('torch')}, {p.get('seconds')} s)")
+    out.append("")
+    rows = data.get("rows", [])
+    for p in [p for p in data.get("parts", []) if "dataset" in p]:
+        ds = p["dataset"]
+        mine = [r for r in rows if r.get("dataset") == ds and r.get("part") != "ablation"]
+        cols = [("ddpm", "t"), ("ddim", "t"), ("dpmpp2m", "t"), ("dpmpp2m", "lam"), ("diffusers-dpmpp2m", "t")]
+        cols.append(("distilled", "t"))
+        steps = sorted({r["steps"] for r in mine})
+        fd = {(r["method"], r.get("spacing", "t"), r["steps"]): r["fd"] for r in mine}
+        best = p.get("timing", {}).get("teacher_best", {})
+        out += [
+            f"### {ds}: FD vs sampling steps",
+            "",
+            f"Teacher `{p.get('teacher')}`, guidance w = {p.get('guidance')}; students distilled from "
+            f"{p.get('from_steps')} DDIM steps, {p.get('updates_per_halving')} updates per halving "
+            f"({p.get('distill_seconds')} s in all). FD of {p.get('n_samples')} samples against the training "
+            f"split; floor (real test images) {_f(p.get('fd_floor'))}. Teacher's best: {_f(p.get('teacher_best_fd'))} "
+            f"({best.get('method')}, {best.get('steps')} steps, spacing {best.get('spacing')}).",
+            "",
+            "| steps | DDPM | DDIM | DPM++ 2M (t) | DPM++ 2M (lam) | diffusers DPM++ 2M | distilled |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n in steps:
+            out.append(f"| {n} | " + " | ".join(_f(fd.get((m, s, n))) for m, s in cols) + " |")
+        s4 = fd.get(("distilled", "t", 4))
+        base4 = [v for k, v in fd.items() if k[2] == 4 and k[0] in ("ddim", "dpmpp2m", "diffusers-dpmpp2m")]
+        if s4 is not None and p.get("teacher_best_fd"):
+            r1 = s4 / p["teacher_best_fd"]
+            out += ["", f"- 4-step student / teacher's best FD: **{r1:.2f}** (target <= 1.5)."]
+            if base4:
+                r2 = min(base4) / s4
+                out.append(f"- best of DDIM / DPM-Solver++ at 4 steps / 4-step student: **{r2:.2f}** (target >= 2).")
+        t = p.get("timing", {})
+        if t.get("student4_ms_per_sample"):
+            ratio = t["teacher_best_ms_per_sample"] / t["student4_ms_per_sample"]
+            out.append(
+                f"- wall clock per sample: 4-step student {t['student4_ms_per_sample']} ms, teacher's best setting "
+                f"{t['teacher_best_ms_per_sample']} ms ({ratio:.0f}x)."
+            )
+        img = f"images/distillation-{ds}.png"
+        if (ROOT / "docs" / img).is_file():
+            out += ["", f"![FD vs steps, {ds}]({img})"]
+        out.append("")
+    abl = [r for r in rows if r.get("part") == "ablation"]
+    if abl:
+        ps = [p for p in ("eps", "x", "v", "both") if any(r["parameterization"] == p for r in abl)]
+        get = {(r["parameterization"], r["method"], r["steps"]): r["fd"] for r in abl}
+        teacher_steps = max(r["steps"] for r in abl if r["method"] == "ddim")
+        out += [
+            f"### Parameterization ablation ({abl[0]['dataset']}; Salimans & Ho 2022, Table 1)",
+            "",
+            "One teacher per parameterization (eps with the eps-MSE weighting, v with v-MSE, x and both with "
+            "truncated SNR), each distilled with the truncated-SNR loss; FD (- where sampling diverged).",
+            "",
+            f"| parameterization | teacher, DDIM {teacher_steps} steps | distilled, 4 steps | distilled, 1 step |",
+            "|---|---:|---:|---:|",
+        ]
+        for q in ps:
+            vals = [get.get((q, "ddim", teacher_steps)), get.get((q, "distilled", 4)), get.get((q, "distilled", 1))]
+            out.append(f"| {q} | " + " | ".join(_f(v) for v in vals) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(data: dict) -> list[Path]:
+    """docs/images/distillation-DATASET.png: FD vs steps per method, with the floor."""
+    from difflab.eval import plot_metric_vs_steps
+
+    paths = []
+    for p in [p for p in data.get("parts", []) if "dataset" in p]:
+        rows = [
+            {**r, "label": r["method"] + (" (lam)" if r.get("spacing") == "lam" else ""), "fd_floor": p["fd_floor"]}
+            for r in data["rows"]
+            if r.get("dataset") == p["dataset"] and r.get("part") != "ablation" and r.get("fd") is not None
+        ]
+        path = ROOT / "docs" / "images" / f"distillation-{p['dataset']}.png"
+        paths.append(plot_metric_vs_steps(rows, path, title=f"{p['dataset']}: FD vs sampling steps"))
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="part", required=True)
@@ -290,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.part == "merge":
         res = merge([Path(p) for p in args.parts], args.main_dataset)
+        plot(res)
         print(f"wrote {write_result('distillation', res).relative_to(ROOT)}")
         return 0
     t0 = time.perf_counter()

@@ -258,7 +258,17 @@ def render_training(data: dict) -> str:
     return "\n".join(out)
 
 
-RENDERERS: dict[str, Renderer] = {"core.json": render_core, "training.json": render_training}
+def render_distillation(data: dict) -> str:
+    from distillation import render  # benchmarks/distillation.py (same folder)
+
+    return render(data)
+
+
+RENDERERS: dict[str, Renderer] = {
+    "core.json": render_core,
+    "training.json": render_training,
+    "distillation.json": render_distillation,
+}
 
 
 def render(results_dir: Path = RESULTS_DIR) -> str:
