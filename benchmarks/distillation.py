@@ -246,6 +246,33 @@ def part_ablation(args) -> dict:
             "updates_per_halving": args.updates}  # fmt: skip
 
 
+def part_wcond(args) -> dict:
+    """Guided distillation with w as an input (Meng et al. 2023): one student for every w in
+    [lo, hi], scored at several w beside the teacher (CFG, DDIM ``--from-steps`` steps) at the same w."""
+    from difflab.methods.distill import DistillConfig, distill, stage_dir
+    from difflab.train import load_stage, resolve_device
+
+    device = resolve_device(args.device)
+    teacher = load_stage(args.teacher, device=device)
+    lo, hi = args.guidance_range
+    dcfg = DistillConfig(
+        from_steps=args.from_steps, to_steps=args.to_steps, updates=args.updates, guidance_range=(lo, hi),
+        device=args.device, ckpt_every=max(args.updates // 2, 1), progress=not args.no_progress, log_every=100,
+    )  # fmt: skip
+    distill(args.teacher, args.out, dcfg, resume=True)
+    st = load_stage(stage_dir(args.out, args.to_steps), device=device)
+    rows = []
+    for w in args.eval_w:
+        for who, stage, steps in (("teacher-ddim", teacher, args.from_steps), ("distilled-w-input", st, args.to_steps)):
+            x, labels = draw(stage, "ddim", steps, args.n, w, args.seed, device)
+            r = score(stage, x, labels)
+            rows.append({"dataset": stage.config.data.name, "method": who, "steps": steps, "guidance": w,
+                         "fd": r["fd"], "class_accuracy": r.get("class_accuracy"), "part": "w-input"})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+            _checkpoint_rows(args, rows)
+    return {"guidance_range": [lo, hi], "updates_per_halving": args.updates, "rows": rows}
+
+
 def merge(paths: list[Path], main_dataset: str) -> dict:
     """Combine part files into the one result file (top-level numbers from ``main_dataset``)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
@@ -319,6 +346,29 @@ def render(data: dict) -> str:
         if (ROOT / "docs" / img).is_file():
             out += ["", f"![FD vs steps, {ds}]({img})"]
         out.append("")
+    wrows = [r for r in rows if r.get("part") == "w-input"]
+    if wrows:
+        ws = sorted({r["guidance"] for r in wrows})
+        get_w = {(r["method"], r["guidance"]): r for r in wrows}
+        t_steps = next(r["steps"] for r in wrows if r["method"] == "teacher-ddim")
+        s_steps = next(r["steps"] for r in wrows if r["method"] != "teacher-ddim")
+        out += [
+            f"### Guided distillation with w as an input ({wrows[0]['dataset']}; Meng et al. 2023)",
+            "",
+            f"One {s_steps}-step student for every w in its range, against the CFG teacher (DDIM, {t_steps} steps) "
+            "at the same w: FD / class accuracy of the feature net.",
+            "",
+            f"| w | teacher, {t_steps} steps | student, {s_steps} steps |",
+            "|---|---:|---:|",
+        ]
+        for w in ws:
+            cells = []
+            for m in ("teacher-ddim", "distilled-w-input"):
+                r = get_w.get((m, w), {})
+                acc = r.get("class_accuracy")
+                cells.append(f"{_f(r.get('fd'))} / {acc:.1%}" if acc is not None else _f(r.get("fd")))
+            out.append(f"| {w:g} | " + " | ".join(cells) + " |")
+        out.append("")
     abl = [r for r in rows if r.get("part") == "ablation"]
     if abl:
         ps = [p for p in ("eps", "x", "v", "both") if any(r["parameterization"] == p for r in abl)]
@@ -379,6 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--config", default=str(ROOT / "configs" / "digits.yaml"))
     a.add_argument("--teacher-steps", type=int, default=2000)
     a.add_argument("--parameterizations", nargs="+", default=["eps", "x", "v", "both"])
+    wc = sub.add_parser("wcond", parents=[common])
+    wc.add_argument("--teacher", required=True)
+    wc.add_argument("--to-steps", type=int, default=4)
+    wc.add_argument("--guidance-range", type=float, nargs=2, default=[1.0, 3.0])
+    wc.add_argument("--eval-w", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     m = sub.add_parser("merge")
     m.add_argument("parts", nargs="+")
     m.add_argument("--main-dataset", default="fashion-mnist")
@@ -389,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {write_result('distillation', res).relative_to(ROOT)}")
         return 0
     t0 = time.perf_counter()
-    res = part_run(args) if args.part == "run" else part_ablation(args)
+    res = {"run": part_run, "ablation": part_ablation, "wcond": part_wcond}[args.part](args)
     res = {"command": command_line("benchmarks/distillation.py"), "machine": _info(),
            "date": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - t0, 1), **res}  # fmt: skip
     out = Path(args.write)
