@@ -140,13 +140,14 @@ def part_run(args) -> dict:
         ckpt_every=max(args.updates // 2, 1), progress=not args.no_progress, log_every=100,
     )  # fmt: skip
     t0 = time.perf_counter()
-    distill(args.teacher, args.out, dcfg, resume=True)
+    if not args.teacher_only:
+        distill(args.teacher, args.out, dcfg, resume=True)
     distill_s = time.perf_counter() - t0
     draw(teacher, "ddim", 2, 16, w, args.seed, device)  # warm-up (CUDA context, kernels) before any timing
     rows: list[dict] = []
     step_list = [2**k for k in range(int(math.log2(args.from_steps)) + 1)]
     floor = None
-    for steps in reversed(step_list[:-1]):
+    for steps in [] if args.teacher_only else reversed(step_list[:-1]):
         st = load_stage(stage_dir(args.out, steps), device=device)
         _sync(device)
         t1 = time.perf_counter()
@@ -162,7 +163,7 @@ def part_run(args) -> dict:
         rows.append(row)
         print(json.dumps(row), flush=True)
         _checkpoint_rows(args, rows)
-    for method in args.methods:
+    for method in [] if args.students_only else args.methods:
         for steps in step_list:
             spacings = ("t", "lam") if method == "dpmpp2m" else ("t",)
             for spacing in spacings:
@@ -180,19 +181,38 @@ def part_run(args) -> dict:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 _checkpoint_rows(args, rows)
-    teacher_rows = [r for r in rows if r["method"] != "distilled"]
-    best = min(teacher_rows, key=lambda r: r["fd"])
-    student4 = next((r for r in rows if r["method"] == "distilled" and r["steps"] == 4), None)
-    timing = {
-        "teacher_best": {k: best[k] for k in ("method", "steps", "spacing", "fd")},
-        "teacher_best_ms_per_sample": round(1000 * best["seconds"] / args.n, 4),
-        "student4_ms_per_sample": round(1000 * student4["seconds"] / args.n, 4) if student4 else None,
-    }
-    return {
-        "dataset": dataset, "fd_floor": floor, "teacher_best_fd": best["fd"], "guidance": w,
-        "teacher": str(args.teacher), "from_steps": args.from_steps, "updates_per_halving": args.updates,
-        "distill_seconds": round(distill_s, 1), "n_samples": args.n, "timing": timing, "rows": rows,
-    }  # fmt: skip
+    meta = {"dataset": dataset, "fd_floor": floor, "guidance": w, "teacher": str(args.teacher), "n_samples": args.n}
+    if not args.teacher_only:
+        meta.update(from_steps=args.from_steps, updates_per_halving=args.updates, distill_seconds=round(distill_s, 1))
+    return {**meta, "rows": rows}
+
+
+def summarize(rows: list[dict], parts: list[dict]) -> dict:
+    """Per data set: floor, the teacher's best FD (over every sampler and step count), wall clock."""
+    out = {}
+    for ds in sorted({r["dataset"] for r in rows if r.get("part") is None}):
+        meta: dict = {}
+        for p in parts:
+            if p.get("dataset") == ds:
+                meta.update({k: v for k, v in p.items() if k not in ("rows", "command", "machine", "date")})
+        mine = [r for r in rows if r["dataset"] == ds and r.get("part") is None]
+        teacher = [r for r in mine if r["method"] != "distilled" and r.get("fd") is not None]
+        student4 = next((r for r in mine if r["method"] == "distilled" and r["steps"] == 4), None)
+        if teacher:
+            best = min(teacher, key=lambda r: r["fd"])
+            meta["teacher_best_fd"] = best["fd"]
+            meta["teacher_best"] = {k: best[k] for k in ("method", "steps", "spacing", "fd")}
+            n = meta.get("n_samples", 1000)
+            meta["teacher_best_ms_per_sample"] = round(1000 * best["seconds"] / n, 4)
+            if student4:
+                meta["student4_ms_per_sample"] = round(1000 * student4["seconds"] / n, 4)
+                meta["student4_fd"] = student4["fd"]
+                meta["student4_over_teacher_best"] = student4["fd"] / best["fd"]
+                base4 = [r["fd"] for r in teacher if r["steps"] == 4 and r["method"] != "ddpm"]
+                if base4:
+                    meta["best_solver4_over_student4"] = min(base4) / student4["fd"]
+        out[ds] = meta
+    return out
 
 
 ABLATION_WEIGHTING = {"eps": "snr", "x": "truncated-snr", "v": "snr+1", "both": "truncated-snr"}
@@ -280,11 +300,10 @@ def merge(paths: list[Path], main_dataset: str) -> dict:
     res["date"] = max(p["date"] for p in parts)
     res["parts"] = [{k: v for k, v in p.items() if k != "rows"} for p in parts]
     res["rows"] = [row for p in parts for row in p["rows"]]
-    mains = [p for p in parts if p.get("dataset") == main_dataset] or [p for p in parts if "dataset" in p]
-    if mains:
-        res["dataset"] = mains[0]["dataset"]
-        res["fd_floor"] = mains[0]["fd_floor"]
-        res["teacher_best_fd"] = mains[0]["teacher_best_fd"]
+    res["datasets"] = summarize(res["rows"], parts)
+    main = res["datasets"].get(main_dataset) or next(iter(res["datasets"].values()), {})
+    for key in ("dataset", "fd_floor", "teacher_best_fd"):
+        res[key] = main.get(key)
     return res
 
 
@@ -305,14 +324,13 @@ def render(data: dict) -> str:
         out.append(f"- `{p.get('command')}` ({where}; torch {m.get('torch')}, {p.get('seconds')} s)")
     out.append("")
     rows = data.get("rows", [])
-    for p in [p for p in data.get("parts", []) if "dataset" in p]:
-        ds = p["dataset"]
-        mine = [r for r in rows if r.get("dataset") == ds and r.get("part") != "ablation"]
+    for ds, p in data.get("datasets", {}).items():
+        mine = [r for r in rows if r.get("dataset") == ds and r.get("part") is None]
         cols = [("ddpm", "t"), ("ddim", "t"), ("dpmpp2m", "t"), ("dpmpp2m", "lam"), ("diffusers-dpmpp2m", "t")]
         cols.append(("distilled", "t"))
         steps = sorted({r["steps"] for r in mine})
         fd = {(r["method"], r.get("spacing", "t"), r["steps"]): r["fd"] for r in mine}
-        best = p.get("timing", {}).get("teacher_best", {})
+        best = p.get("teacher_best", {})
         out += [
             f"### {ds}: FD vs sampling steps",
             "",
@@ -327,20 +345,21 @@ def render(data: dict) -> str:
         ]
         for n in steps:
             out.append(f"| {n} | " + " | ".join(_f(fd.get((m, s, n))) for m, s in cols) + " |")
-        s4 = fd.get(("distilled", "t", 4))
-        base4 = [v for k, v in fd.items() if k[2] == 4 and k[0] in ("ddim", "dpmpp2m", "diffusers-dpmpp2m")]
-        if s4 is not None and p.get("teacher_best_fd"):
-            r1 = s4 / p["teacher_best_fd"]
-            out += ["", f"- 4-step student / teacher's best FD: **{r1:.2f}** (target <= 1.5)."]
-            if base4:
-                r2 = min(base4) / s4
-                out.append(f"- best of DDIM / DPM-Solver++ at 4 steps / 4-step student: **{r2:.2f}** (target >= 2).")
-        t = p.get("timing", {})
-        if t.get("student4_ms_per_sample"):
-            ratio = t["teacher_best_ms_per_sample"] / t["student4_ms_per_sample"]
+        if p.get("student4_over_teacher_best") is not None:
+            out += [
+                "",
+                f"- 4-step student / teacher's best FD: **{p['student4_over_teacher_best']:.2f}** (target <= 1.5).",
+            ]
+        if p.get("best_solver4_over_student4") is not None:
             out.append(
-                f"- wall clock per sample: 4-step student {t['student4_ms_per_sample']} ms, teacher's best setting "
-                f"{t['teacher_best_ms_per_sample']} ms ({ratio:.0f}x)."
+                f"- best of DDIM / DPM-Solver++ (either library, either grid) at 4 steps / 4-step student: "
+                f"**{p['best_solver4_over_student4']:.2f}** (target >= 2)."
+            )
+        if p.get("student4_ms_per_sample"):
+            ratio = p["teacher_best_ms_per_sample"] / p["student4_ms_per_sample"]
+            out.append(
+                f"- wall clock per sample: 4-step student {p['student4_ms_per_sample']} ms, teacher's best setting "
+                f"{p['teacher_best_ms_per_sample']} ms ({ratio:.0f}x)."
             )
         img = f"images/distillation-{ds}.png"
         if (ROOT / "docs" / img).is_file():
@@ -395,14 +414,14 @@ def plot(data: dict) -> list[Path]:
     from difflab.eval import plot_metric_vs_steps
 
     paths = []
-    for p in [p for p in data.get("parts", []) if "dataset" in p]:
+    for ds, p in data.get("datasets", {}).items():
         rows = [
             {**r, "label": r["method"] + (" (lam)" if r.get("spacing") == "lam" else ""), "fd_floor": p["fd_floor"]}
             for r in data["rows"]
-            if r.get("dataset") == p["dataset"] and r.get("part") != "ablation" and r.get("fd") is not None
+            if r.get("dataset") == ds and r.get("part") is None and r.get("fd") is not None
         ]
-        path = ROOT / "docs" / "images" / f"distillation-{p['dataset']}.png"
-        paths.append(plot_metric_vs_steps(rows, path, title=f"{p['dataset']}: FD vs sampling steps"))
+        path = ROOT / "docs" / "images" / f"distillation-{ds}.png"
+        paths.append(plot_metric_vs_steps(rows, path, title=f"{ds}: FD vs sampling steps"))
     return paths
 
 
@@ -425,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--lr", type=float, default=1e-4)
     r.add_argument("--precision", default="fp32")
     r.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    r.add_argument("--teacher-only", action="store_true", help="only the teacher's rows (no distillation)")
+    r.add_argument("--students-only", action="store_true", help="only distil and score the students")
     a = sub.add_parser("ablation", parents=[common])
     a.add_argument("--config", default=str(ROOT / "configs" / "digits.yaml"))
     a.add_argument("--teacher-steps", type=int, default=2000)
