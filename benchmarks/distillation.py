@@ -158,6 +158,7 @@ def part_run(args) -> dict:
         floor = r["fd_floor"]
         row = {"dataset": dataset, "method": "distilled", "steps": steps, "fd": r["fd"], "spacing": "t"}
         row["precision"], row["recall"], row["seconds"] = r["precision"], r["recall"], round(secs, 3)
+        row["fd_floor"] = r["fd_floor"]
         if r.get("class_accuracy") is not None:
             row["class_accuracy"] = r["class_accuracy"]
         rows.append(row)
@@ -176,6 +177,7 @@ def part_run(args) -> dict:
                 floor = r["fd_floor"]
                 row = {"dataset": dataset, "method": method, "steps": steps, "fd": r["fd"], "spacing": spacing}
                 row["precision"], row["recall"], row["seconds"] = r["precision"], r["recall"], round(secs, 3)
+                row["fd_floor"] = r["fd_floor"]
                 if r.get("class_accuracy") is not None:
                     row["class_accuracy"] = r["class_accuracy"]
                 rows.append(row)
@@ -196,6 +198,9 @@ def summarize(rows: list[dict], parts: list[dict]) -> dict:
             if p.get("dataset") == ds:
                 meta.update({k: v for k, v in p.items() if k not in ("rows", "command", "machine", "date")})
         mine = [r for r in rows if r["dataset"] == ds and r.get("part") is None]
+        floors = [r["fd_floor"] for r in mine if r.get("fd_floor") is not None]
+        if meta.get("fd_floor") is None and floors:
+            meta["fd_floor"] = sum(floors) / len(floors)
         teacher = [r for r in mine if r["method"] != "distilled" and r.get("fd") is not None]
         student4 = next((r for r in mine if r["method"] == "distilled" and r["steps"] == 4), None)
         if teacher:
@@ -415,6 +420,8 @@ def plot(data: dict) -> list[Path]:
 
     paths = []
     for ds, p in data.get("datasets", {}).items():
+        if p.get("fd_floor") is None:
+            continue
         rows = [
             {**r, "label": r["method"] + (" (lam)" if r.get("spacing") == "lam" else ""), "fd_floor": p["fd_floor"]}
             for r in data["rows"]
