@@ -48,6 +48,10 @@ for p in eps x v both; do
     --teacher-steps $TSTEPS --parameterizations $p --n $N --device $DEV --no-progress \
     --write "$W/distillation-ablation-$p.json"
 done
+job digits-students "$LIMIT" $PY $B run --students-only --teacher data-cache/teachers/digits --out "$W/digits-distilled" \
+  --from-steps $FROM --updates $FM_UPD --n $N --device $DEV --no-progress --write "$W/distillation-digits-students.json"
+job digits-teacher "$LIMIT" $PY $B run --teacher-only --teacher data-cache/teachers/digits --out "$W/digits-distilled" \
+  --from-steps $FROM --n $N --device $DEV --no-progress --write "$W/distillation-digits-teacher.json"
 job wcond "$LIMIT" $PY $B wcond --teacher $T --out "$W/fmnist-wcond" --from-steps $FROM --to-steps 4 \
   --updates $((UPD * 2)) --n $N --device $DEV --no-progress --write "$W/distillation-wcond.json"
 for s in ardm wavegrad; do
