@@ -15,12 +15,14 @@ from difflab.cli import main
 from difflab.diffusion import CosineSchedule, ddim, make_denoiser
 from difflab.methods.distill import (
     DistillConfig,
+    DistillTrainer,
     _ddim_to,
     distill,
     distillation_loss,
     distillation_target,
     halvings,
     stage_dir,
+    student_model_config,
 )
 from difflab.train import RunConfig, generate, load_stage, train
 
@@ -183,10 +185,20 @@ def test_resume_skips_finished_halvings_and_refuses_to_overwrite(tmp_path):
 
 def test_guided_distillation_fixed_w_and_w_as_input(tmp_path):
     teacher = _teacher(tmp_path, conditional=True)
-    fixed = distill(teacher, tmp_path / "fixed", _dcfg(to_steps=4, guidance=2.0), log=lambda s: None)
+    fixed = distill(teacher, tmp_path / "fixed", _dcfg(to_steps=2, guidance=2.0), log=lambda s: None)
     st = load_stage(fixed.stages[-1])
     assert st.config.sample.guidance == 1.0 and st.meta["distill"]["guidance"] == 2.0
     assert st.net.config.cond_drop == {}
+    # only the first halving guides its teacher; later teachers have w built in (no compounding)
+    dcfg = _dcfg(to_steps=2, guidance=2.0)
+    first = load_stage(teacher)
+    second = load_stage(fixed.stages[0])
+    for stage, guided in ((first, True), (second, False)):
+        tr = DistillTrainer(
+            copy.deepcopy(st.config), tmp_path / f"probe-{guided}", teacher=stage, dcfg=dcfg, n_student=2,
+            student_config=student_model_config(stage.meta, dcfg, "v"),
+        )  # fmt: skip
+        assert (tr.guided is not None) == guided
     ranged = distill(teacher, tmp_path / "ranged", _dcfg(to_steps=2, guidance_range=(1.0, 3.0)), log=lambda s: None)
     for path in ranged.stages:
         st = load_stage(path)

@@ -231,8 +231,12 @@ class DistillTrainer(Trainer):
         t_param = teacher.config.diffusion.parameterization
         self.teacher_denoiser = make_denoiser(self.teacher_net, t_param)
         self.teacher_takes_w = bool(teacher.meta["model_config"].get("guidance_embed"))
+        # a student of an earlier guided halving has the guidance built in: guiding it again would
+        # compound w at every halving
+        built_in = (teacher.meta.get("distill") or {}).get("guidance") is not None
         self.guided = None
-        if (dcfg.guidance is not None or dcfg.guidance_range is not None) and not self.teacher_takes_w:
+        guide = dcfg.guidance is not None or dcfg.guidance_range is not None
+        if guide and not self.teacher_takes_w and not built_in:
             from ..nets import null_cond
 
             self.guided = guided_teacher(self.teacher_denoiser, null_cond)
@@ -285,8 +289,9 @@ class DistillTrainer(Trainer):
             if self.guided is not None:
                 guided = self.guided
                 teacher = lambda z, lam, c: guided(z, lam, c, w)  # noqa: E731
-            else:  # a w-conditioned teacher (a previous halving)
+            elif self.teacher_takes_w:  # a w-conditioned teacher (a previous halving)
                 cond = {**cond, "guidance": w}
+            # else: a previous fixed-w student, guidance built in: called as a conditional model
             if self.model_config.get("guidance_embed"):
                 student_cond = {**student_cond, "guidance": w}
         student = self.model
