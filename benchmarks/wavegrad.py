@@ -1,0 +1,204 @@
+"""Benchmark for issue 6, WaveGrad (Chen et al. 2021) and PriorGrad (Lee et al. 2022) on real speech.
+
+Run from the repository root, with run folders of ``difflab wavegrad-train`` (e.g. the GPU script's
+``$OUT/wavegrad-standard`` and ``$OUT/wavegrad-priorgrad``)::
+
+    .venv/bin/python benchmarks/wavegrad.py --standard RUN_A --priorgrad RUN_B [--threads 1]
+    .venv/bin/python benchmarks/wavegrad.py --standard RUN_A --quick     # 6-step schedules only
+
+On the 20 test utterances of asterisk-core-sounds-en-g722 (the first 20 top-level files of
+``en_US_f_Allison``, sorted by name, lasting >= 2 s; 80 mels, n_fft 1024, hop 256, fmax 8000,
+natural-log magnitude mel floored at 1e-5) it scores re-synthesis from the real recording's mel for
+6 (searched), 6 (naive), 25, 50 and 1000 steps (1000 on the first 3 utterances only), for each
+prior, beside Griffin-Lim (librosa, 32 iterations) on the same mel: PESQ (wideband, ``pesq``),
+STOI (``pystoi``), log-mel L1 (mel of the output vs the conditioning mel), multi-resolution STFT
+distance (spectral convergence + log-magnitude L1 at FFT sizes 512/1024/2048) and the real-time
+factor (synthesis seconds / audio seconds, on this CPU with ``--threads`` torch threads). With
+snapshots in a run (``RUN/snapshots/``), it also scores each at 6 steps for the quality-vs-training-time
+curve. Writes ``docs/results/wavegrad.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import command_line, machine_info, write_result  # noqa: E402
+from difflab.methods.wavegrad.audio import MEL_PRESETS, log_mel  # noqa: E402
+from difflab.methods.wavegrad.data import load_asterisk  # noqa: E402
+from difflab.methods.wavegrad.vocoder import Vocoder, griffin_lim  # noqa: E402
+
+MEL = MEL_PRESETS["16k"]
+PLAN = [("searched", 6), ("naive", 6), ("fixed", 25), ("fixed", 50), ("fixed", 1000)]
+N_1000 = 3
+
+
+def mrstft(ref: np.ndarray, gen: np.ndarray) -> float:
+    """Mean over FFT sizes 512/1024/2048 of spectral convergence + mean |log magnitude difference|."""
+    r, g = torch.from_numpy(ref), torch.from_numpy(gen)
+    total = 0.0
+    for n_fft in (512, 1024, 2048):
+        w = torch.hann_window(n_fft)
+        R = torch.stft(r, n_fft, n_fft // 4, window=w, return_complex=True).abs().clamp(min=1e-7)
+        G = torch.stft(g, n_fft, n_fft // 4, window=w, return_complex=True).abs().clamp(min=1e-7)
+        total += float(torch.linalg.norm(R - G) / torch.linalg.norm(R)) + float((R.log() - G.log()).abs().mean())
+    return total / 3
+
+
+def score(ref: np.ndarray, gen: np.ndarray, mel: torch.Tensor) -> dict[str, float]:
+    from pesq import pesq
+    from pystoi import stoi
+
+    n = min(len(ref), len(gen))
+    ref, gen = ref[:n].astype(np.float64), gen[:n].astype(np.float64)
+    m = log_mel(torch.from_numpy(gen).float(), MEL)[..., : mel.shape[-1]]
+    return {
+        "pesq": float(pesq(MEL.sample_rate, ref, gen, "wb")),
+        "stoi": float(stoi(ref, gen, MEL.sample_rate, extended=False)),
+        "mel_l1": float((m - mel[..., : m.shape[-1]]).abs().mean()),
+        "mrstft": mrstft(ref.astype(np.float32), gen.astype(np.float32)),
+    }
+
+
+def evaluate(synth, refs: list[np.ndarray]) -> dict[str, float]:
+    """Average scores and the real-time factor of ``synth(mel) -> audio`` over ``refs``."""
+    rows, seconds, audio_seconds = [], 0.0, 0.0
+    for ref in refs:
+        n = len(ref) // MEL.hop
+        mel = log_mel(torch.from_numpy(ref[: n * MEL.hop]), MEL)[..., :n]
+        t0 = time.perf_counter()
+        gen = synth(mel)
+        seconds += time.perf_counter() - t0
+        audio_seconds += len(gen) / MEL.sample_rate
+        rows.append(score(ref, gen, mel))
+    out = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+    out["rtf"] = round(seconds / audio_seconds, 4)
+    return out
+
+
+def wavegrad_synth(voc: Vocoder, betas: list[float]):
+    return lambda mel: voc(mel, betas=betas, seed=0).numpy()
+
+
+def bench_run(run: str, prior: str, refs: list[np.ndarray], plan, curve: bool) -> tuple[list[dict], list[dict]]:
+    voc = Vocoder.load(run)
+    if voc.config.prior != prior:
+        raise SystemExit(f"{run} was trained with prior {voc.config.prior!r}, not {prior!r}")
+    hours = round(float(voc.meta.get("train_seconds", 0)) / 3600, 4)
+    voc(voc.mel(refs[0][:16000]), betas=[0.1])  # warm-up (oneDNN primitive creation)
+    rows = []
+    for kind, steps in plan:
+        if kind == "searched" and str(steps) not in (voc.meta.get("schedules") or {}):
+            print(f"{run}: no searched {steps}-step schedule; skipped (run difflab wavegrad-search)")
+            continue
+        use = refs[:N_1000] if steps == 1000 else refs
+        r = evaluate(wavegrad_synth(voc, voc.schedule(steps, kind)), use)
+        row = {"method": "wavegrad", "prior": prior, "schedule": kind, "steps": steps, "train_hours": hours, **r}
+        row["utterances"] = len(use)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    points = []
+    snaps = sorted((Path(run) / "snapshots").glob("*.safetensors")) if curve else []
+    kind = "searched" if "6" in (voc.meta.get("schedules") or {}) else "fixed"
+    for snap in [*snaps, None]:
+        if not curve:
+            break
+        v = Vocoder.load(snap) if snap is not None else voc
+        r = evaluate(wavegrad_synth(v, voc.schedule(6, kind)), refs)
+        secs = float(v.meta.get("train_seconds", 0))
+        points.append({"prior": prior, "train_seconds": secs, "step": v.meta.get("step"), "schedule": kind, **r})
+        print(json.dumps(points[-1]), flush=True)
+    for f in sorted((Path(run) / "snapshots").glob("*.json")):  # scored on validation clips during training
+        m = json.loads(f.read_text())
+        if "val_mel_l1_6" in m:
+            keys = ("train_seconds", "step", "val_mel_l1_6")
+            points.append({"prior": prior, "kind": "validation", **{k: m[k] for k in keys}})
+    return rows, points
+
+
+def render_wavegrad(data: dict) -> str:
+    """Markdown tables for docs/RESULTS.md from docs/results/wavegrad.json."""
+    lines = [
+        f"{len(data['test_utterances'])} test utterances of asterisk-core-sounds-en-g722 (Allison), re-synthesised "
+        "from the real recording's log-mel (80 bins, n_fft 1024, hop 256). Real-time factor on "
+        f"{data['machine'].get('cpu', '?')} with {data.get('threads', '?')} torch thread(s).",
+        "",
+        "| method | prior | schedule | steps | train h | PESQ | STOI | log-mel L1 | MR-STFT | RTF |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        steps = f"{r['steps']}" + (f" ({r['utterances']} utt.)" if r.get("utterances", 20) < 20 else "")
+        lines.append(
+            f"| {r['method']} | {r['prior'] or '-'} | {r['schedule']} | {steps} | {r['train_hours']:.3f} | "
+            f"{r['pesq']:.2f} | {r['stoi']:.3f} | {r['mel_l1']:.3f} | {r['mrstft']:.3f} | {r['rtf']:.3f} |"
+        )
+    test_curve = [p for p in data.get("curve", []) if "pesq" in p]
+    if test_curve:
+        head = "| prior | train s | step | PESQ | STOI | log-mel L1 |\n|---|---:|---:|---:|---:|---:|"
+        lines += ["", "Quality vs training time (test utterances, 6 steps):", "", head]
+        for p in test_curve:
+            lines.append(
+                f"| {p['prior']} | {p['train_seconds']:.0f} | {p['step']} | {p['pesq']:.2f} | {p['stoi']:.3f} | "
+                f"{p['mel_l1']:.3f} |"
+            )
+    val_curve = [p for p in data.get("curve", []) if "val_mel_l1_6" in p]
+    if val_curve:
+        lines += ["", "Validation log-mel L1 during training (8 clips of 1.5 s, fixed 6-step schedule):", "",
+                  "| prior | train s | step | val log-mel L1 |", "|---|---:|---:|---:|"]  # fmt: skip
+        for p in sorted(val_curve, key=lambda p: (p["prior"], p["train_seconds"])):
+            lines.append(f"| {p['prior']} | {p['train_seconds']:.0f} | {p['step']} | {p['val_mel_l1_6']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--standard", metavar="RUN", help="run trained with the standard prior")
+    p.add_argument("--priorgrad", metavar="RUN", help="run trained with PriorGrad's prior")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    p.add_argument("--n", type=int, default=20, help="test utterances (default: the issue's 20)")
+    p.add_argument("--quick", action="store_true", help="6-step schedules only (no 25, 50, 1000)")
+    p.add_argument("--no-curve", action="store_true", help="skip the snapshots' quality-vs-time curve")
+    p.add_argument("--no-write", action="store_true", help="print only; do not write docs/results/wavegrad.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    corpus = load_asterisk()
+    names, refs = corpus.split_names("test")[: args.n], corpus.split("test")[: args.n]
+    plan = PLAN[:2] if args.quick else PLAN
+    gl = evaluate(lambda mel: griffin_lim(mel, MEL), refs)
+    rows = [{"method": "griffin-lim", "prior": None, "schedule": "fixed", "steps": 32, "train_hours": 0.0, **gl}]
+    print(json.dumps(rows[0]), flush=True)
+    curve: list[dict] = []
+    for prior in ("standard", "priorgrad"):
+        run = getattr(args, prior)
+        if run:
+            r, c = bench_run(run, prior, refs, plan, curve=not args.no_curve)
+            rows += r
+            curve += c
+    res = {
+        "command": command_line("benchmarks/wavegrad.py"),
+        "machine": machine_info(),
+        "date": dt.date.today().isoformat(),
+        "threads": args.threads,
+        "test_utterances": names,
+        "rows": rows,
+        "curve": curve,
+        "runs": {"standard": args.standard, "priorgrad": args.priorgrad},
+    }
+    print(render_wavegrad(res))
+    if not args.no_write:
+        print(f"wrote {write_result('wavegrad', res)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The WaveGrad subcommands of ``difflab`` (entries of ``difflab.cli.COMMANDS``); torch is imported lazily.
+
+- ``difflab wavegrad-train CONFIG [KEY=VALUE ...] [--out RUN] [--resume] [--minutes M] [--search 6]``
+- ``difflab wavegrad-search RUN [--steps 6]``: grid-search an N-step schedule on validation audio
+  and save it with the checkpoint
+- ``difflab vocode RUN in.wav --steps 6 -o out.wav``: re-synthesise a file from its mel
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+SCHEDULES = ("auto", "searched", "naive", "fixed")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {v}")
+    return v
+
+
+def _search_args(p: argparse.ArgumentParser, flag: str, default: int | None) -> None:
+    p.add_argument(flag, type=_positive_int, default=default, metavar="N", help="schedule steps to search")
+    p.add_argument("--clips", type=_positive_int, default=8, help="validation clips scored (default: %(default)s)")
+    p.add_argument("--seconds", type=_positive_float, default=1.5, help="seconds per clip (default: %(default)s)")
+    p.add_argument("--method", choices=("coordinate", "exhaustive"), default="coordinate", help="grid search method")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG", help="YAML recipe, e.g. configs/wavegrad-small.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.prior=priorgrad")
+    p.add_argument("--out", metavar="RUN", help="run folder (default: OUT_DIR/NAME from the config)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="train.device")
+    p.add_argument("--minutes", type=_positive_float, help="stop cleanly (with a checkpoint) after this many minutes")
+    p.add_argument(
+        "--snapshots", default="", metavar="S,S", help="training seconds at which to score and save EMA snapshots"
+    )
+    p.add_argument(
+        "--snapshot-weights", metavar="S,S", help="save snapshot weights only at these of the --snapshots times"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _search_args(p, "--search", None)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ...train.config import load_run_config
+    from .train import train_wavegrad
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    cfg = load_run_config(args.config, overrides)
+    run_dir = Path(args.out) if args.out else cfg.run_dir
+    cfg.out_dir, cfg.name = str(run_dir.parent), run_dir.name
+    snaps = tuple(float(s) for s in args.snapshots.split(",") if s.strip())
+    keep = None if args.snapshot_weights is None else tuple(float(s) for s in args.snapshot_weights.split(",") if s)
+    limit = args.minutes * 60 if args.minutes else None
+    result, trainer = train_wavegrad(
+        cfg, run_dir, resume=args.resume, time_limit=limit, snapshots=snaps, snapshot_weights=keep
+    )
+    if args.search and result.status in ("done", "time-limit") and trainer.dist.is_main:
+        _search(run_dir, args.search, args, trainer.corpus.split("val"), trainer.device)
+    return 0 if result.status in ("done", "time-limit", "paused") else result.exit_code
+
+
+def _search(run: Path, steps: int, args: argparse.Namespace, val_audio: list, device: object) -> None:
+    from .vocoder import Vocoder, search_and_save, validation_clips
+
+    voc = Vocoder.load(run, device=device)
+    clips = validation_clips(val_audio, voc.mel_config, args.clips, args.seconds)
+    t0 = time.perf_counter()
+    entry = search_and_save(voc, clips, steps, method=args.method)
+    print(
+        f"searched {steps}-step schedule: betas {[f'{b:.0e}' for b in entry['betas']]}, validation log-mel L1 "
+        f"{entry['val_mel_l1']:.4f} ({entry['evaluated']} schedules, {time.perf_counter() - t0:.0f} s); "
+        f"saved in {voc.path / 'format.json'}"
+    )
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="WaveGrad run folder (its config names the validation data)")
+    _search_args(p, "--steps", 6)
+    p.add_argument("--device", default="cpu", help="device (default: %(default)s)")
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from ...config import load_yaml
+    from ...train.checkpoint import read_meta
+    from ...train.stage import checkpoint_path
+    from .data import load_corpus
+
+    ckpt_dir = checkpoint_path(args.run)
+    opts = (load_yaml(ckpt_dir / "config.yaml").get("data") or {}).get("options") or {}
+    rate = read_meta(ckpt_dir)["model_config"]["mel"]["sample_rate"]
+    corpus = load_corpus(opts.get("source", "asterisk"), opts.get("root"), rate)
+    _search(Path(args.run), args.steps, args, corpus.split("val"), args.device)
+    return 0
+
+
+def add_vocode_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="WaveGrad run folder, checkpoint folder or snapshot .safetensors")
+    p.add_argument("input", metavar="IN.wav", help="audio file whose mel is re-synthesised")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.wav", help="output WAV file")
+    p.add_argument("--steps", type=_positive_int, default=6, help="sampling steps (default: %(default)s)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="auto", help="beta schedule (default: %(default)s)")
+    p.add_argument("--resample", action="store_true", help="resample input at another rate to the model's")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="device (default: %(default)s)")
+
+
+def run_vocode(args: argparse.Namespace) -> int:
+    from .audio import write_wav
+    from .vocoder import Vocoder
+
+    voc = Vocoder.load(args.run, device=args.device)
+    t0 = time.perf_counter()
+    wav = voc.resynthesize(args.input, args.steps, args.schedule, resample=args.resample, seed=args.seed)
+    secs = time.perf_counter() - t0
+    rate = voc.mel_config.sample_rate
+    out = write_wav(args.out, wav, rate)
+    print(f"wrote {out} ({len(wav) / rate:.2f} s, {args.steps} steps, real-time factor {secs * rate / len(wav):.2f})")
+    return 0

@@ -1,0 +1,193 @@
+"""The WaveGrad network (Chen et al. 2021, "WaveGrad: Estimating Gradients for Waveform
+Generation", section 3 and figures 3-5).
+
+The log-mel (B, n_mels, T) goes through up-sampling blocks (UBlock) whose factors multiply to the
+hop length, ending at the waveform rate; the noisy waveform (B, 1, T * hop) goes through
+down-sampling blocks (DBlock, factors reversed). At each resolution a FiLM module turns the DBlock
+features plus a sinusoidal encoding of the continuous noise level ``sqrt(alpha_bar)`` into a scale
+and shift that modulate the matching UBlock. The output is the predicted noise eps.
+
+The network is called like every difflab network, ``net(z, lam, mel)`` with log-SNR ``lam``;
+the noise level is ``sqrt(sigmoid(lam))``, so one model serves any schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .audio import MelConfig
+
+
+@dataclass
+class WaveGradConfig:
+    """Network, front end and prior. ``factors`` up-sample the mel (their product must be ``mel.hop``);
+    ``up_channels`` are the UBlock widths; ``down_channels`` the widths of the first conv and the
+    DBlocks (one per factor). ``prior`` is "standard" or "priorgrad" (Lee et al. 2022)."""
+
+    factors: tuple[int, ...] = (4, 4, 4, 2, 2)
+    in_channels: int = 768
+    up_channels: tuple[int, ...] = (512, 512, 256, 128, 128)
+    down_channels: tuple[int, ...] = (32, 128, 128, 256, 512)
+    dilations: tuple[int, ...] = (1, 2, 4, 8)
+    mel: dict[str, Any] = field(default_factory=dict)
+    prior: str = "standard"
+    prior_std_min: float = 0.1
+    prior_energy_ref: float = 0.0  # set from the training data by the trainer (PriorGrad normaliser)
+
+    def __post_init__(self) -> None:
+        self.factors, self.up_channels = tuple(self.factors), tuple(self.up_channels)
+        self.down_channels, self.dilations = tuple(self.down_channels), tuple(self.dilations)
+        hop = self.mel_config.hop
+        if math.prod(self.factors) != hop:
+            raise ValueError(
+                f"up-sampling factors {list(self.factors)} multiply to {math.prod(self.factors)}, "
+                f"but the mel hop length is {hop}; choose factors whose product is {hop}"
+            )
+        if len(self.up_channels) != len(self.factors) or len(self.down_channels) != len(self.factors):
+            raise ValueError(
+                f"need one up_channels and one down_channels per factor ({len(self.factors)}), "
+                f"got {len(self.up_channels)} and {len(self.down_channels)}"
+            )
+        if self.prior not in ("standard", "priorgrad"):
+            raise ValueError(f"unknown prior {self.prior!r}; valid: standard, priorgrad")
+
+    @property
+    def mel_config(self) -> MelConfig:
+        return MelConfig(**self.mel)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("factors", "up_channels", "down_channels", "dilations"):
+            d[k] = list(d[k])
+        d["mel"] = self.mel_config.to_dict()
+        return d
+
+
+def noise_encoding(level: Tensor, dim: int, scale: float = 5000.0) -> Tensor:
+    """Sinusoidal encoding of the continuous noise level (WaveGrad eq. 9 style): (B,) -> (B, dim, 1)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=level.device, dtype=torch.float32) / half)
+    arg = scale * level.float()[:, None] * freqs[None]
+    enc = torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+    if dim % 2:
+        enc = F.pad(enc, (0, 1))
+    return enc[:, :, None]
+
+
+class FiLM(nn.Module):
+    """Feature-wise linear modulation from DBlock features + noise encoding -> (scale, shift)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.c_in = c_in
+        self.inp = nn.Conv1d(c_in, c_in, 3, padding=1)
+        self.scale = nn.Conv1d(c_in, c_out, 3, padding=1)
+        self.shift = nn.Conv1d(c_in, c_out, 3, padding=1)
+
+    def forward(self, h: Tensor, level: Tensor) -> tuple[Tensor, Tensor]:
+        h = F.leaky_relu(self.inp(h + noise_encoding(level, self.c_in).to(h.dtype)), 0.2)
+        return self.scale(h), self.shift(h)
+
+
+class UBlock(nn.Module):
+    """Up-sampling block: nearest up-sampling, four dilated convs in two residual halves, FiLM after each first conv."""
+
+    def __init__(self, c_in: int, c_out: int, factor: int, dilations: tuple[int, ...]) -> None:
+        super().__init__()
+        self.factor = factor
+        self.skip = nn.Conv1d(c_in, c_out, 1)
+        d = dilations
+        self.convs = nn.ModuleList(
+            [nn.Conv1d(c_in, c_out, 3, dilation=d[0], padding=d[0])]
+            + [nn.Conv1d(c_out, c_out, 3, dilation=k, padding=k) for k in d[1:]]
+        )
+
+    def forward(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        x = F.interpolate(x, scale_factor=self.factor, mode="nearest")
+        h = self.convs[0](F.leaky_relu(x, 0.2))
+        h = self.convs[1](F.leaky_relu(scale * h + shift, 0.2))
+        x = h + self.skip(x)
+        h = self.convs[2](F.leaky_relu(scale * x + shift, 0.2))
+        h = self.convs[3](F.leaky_relu(scale * h + shift, 0.2))
+        return x + h
+
+
+class DBlock(nn.Module):
+    """Down-sampling block: strided conv, then three dilated convs, with a 1x1 residual."""
+
+    def __init__(self, c_in: int, c_out: int, factor: int) -> None:
+        super().__init__()
+        self.down = nn.Conv1d(c_in, c_in, 2 * factor + 1, stride=factor, padding=factor)
+        self.skip = nn.Conv1d(c_in, c_out, 1)
+        self.convs = nn.ModuleList(
+            [nn.Conv1d(c_in, c_out, 3, padding=1)] + [nn.Conv1d(c_out, c_out, 3, dilation=k, padding=k) for k in (2, 4)]
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.down(x)
+        h = x
+        for conv in self.convs:
+            h = conv(F.leaky_relu(h, 0.2))
+        return h + self.skip(x)
+
+
+class WaveGrad(nn.Module):
+    """eps-prediction network ``net(z, lam, mel)``: z (B, 1, T * hop), lam (B,), mel (B, n_mels, T)."""
+
+    def __init__(self, config: WaveGradConfig | dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config if isinstance(config, WaveGradConfig) else WaveGradConfig(**config)
+        c = self.config
+        self.n_mels, self.hop = c.mel_config.n_mels, c.mel_config.hop
+        self.mel_in = nn.Conv1d(self.n_mels, c.in_channels, 3, padding=1)
+        ups, widths = [], (c.in_channels, *c.up_channels)
+        for i, f in enumerate(c.factors):
+            ups.append(UBlock(widths[i], widths[i + 1], f, c.dilations))
+        self.ups = nn.ModuleList(ups)
+        self.wave_in = nn.Conv1d(1, c.down_channels[0], 5, padding=2)
+        downs_f = list(reversed(c.factors[1:]))  # resolutions of UBlocks n-1 .. 1, finest first
+        dc = c.down_channels
+        self.downs = nn.ModuleList(DBlock(dc[i], dc[i + 1], f) for i, f in enumerate(downs_f))
+        # FiLM k serves UBlock n-1-k (finest first), from the DBlock features at that resolution.
+        self.films = nn.ModuleList(FiLM(w, c.up_channels[-1 - k]) for k, w in enumerate(dc))
+        self.out = nn.Conv1d(c.up_channels[-1], 1, 3, padding=1)
+
+    def summary(self) -> str:
+        c = self.config
+        return f"WaveGrad factors {list(c.factors)}, up {list(c.up_channels)}, prior {c.prior}"
+
+    def check_mel(self, mel: Tensor) -> None:
+        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
+            raise ValueError(
+                f"mel has shape {tuple(mel.shape)}; expected (batch, {self.n_mels}, frames) "
+                f"log-mel with {self.n_mels} bins"
+            )
+
+    def forward(self, z: Tensor, lam: Tensor, mel: Any) -> Tensor:
+        if isinstance(mel, dict):
+            mel = mel["mel"]
+        self.check_mel(mel)
+        if z.shape[-1] != mel.shape[-1] * self.hop:
+            raise ValueError(f"waveform length {z.shape[-1]} != mel frames {mel.shape[-1]} x hop {self.hop}")
+        level = torch.sigmoid(lam.float()).sqrt()
+        feats, h = [], self.wave_in(z)
+        feats.append(h)
+        for down in self.downs:
+            h = down(h)
+            feats.append(h)
+        x = self.mel_in(mel.to(z.dtype))
+        n = len(self.ups)
+        for i, up in enumerate(self.ups):
+            scale, shift = self.films[n - 1 - i](feats[n - 1 - i], level)
+            x = up(x, scale, shift)
+        return self.out(F.leaky_relu(x, 0.2))
+
+
+def parameter_count(config: WaveGradConfig | dict[str, Any]) -> int:
+    return sum(p.numel() for p in WaveGrad(config).parameters())

@@ -1,0 +1,191 @@
+"""Training WaveGrad (Chen et al. 2021) and PriorGrad (Lee et al. 2022) with difflab's one Trainer.
+
+:class:`WaveGradTrainer` overrides the Trainer's hooks only: the dataset is random hop-aligned
+segments of speech (:class:`.data.SegmentDataset`, with ``n_fft / 2`` samples of context on each side
+so the mel of a segment equals the whole utterance's mel there), the model is :class:`.net.WaveGrad`,
+the loss is :func:`.diffusion.wavegrad_loss` (L1 on eps at a continuous noise level). Everything
+else (AdamW, EMA, bf16/fp16, DDP, exact resume, signals) is the shared loop.
+
+A run config is a normal difflab recipe (``configs/wavegrad-small.yaml``): ``model`` holds the
+:class:`.net.WaveGradConfig` (with ``mel`` and ``prior``), ``data.options`` holds ``source``
+(asterisk|cache|folder|ljspeech), ``root`` and ``segment_frames``. Extra to the Trainer:
+``time_limit`` (seconds) stops a session cleanly, and ``snapshots`` (seconds of training time) score
+the EMA model on validation clips and write its weights (bf16 safetensors) to ``RUN/snapshots/`` for
+quality-vs-training-time curves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...train.checkpoint import load_checkpoint
+from ...train.config import RunConfig
+from ...train.trainer import Trainer
+from .audio import MelConfig, log_mel
+from .data import Corpus, SegmentDataset, load_corpus
+from .diffusion import frame_energy, noise_levels, prior_std, train_betas, wavegrad_loss
+from .net import WaveGrad, WaveGradConfig
+
+DATA_OPTIONS = ("source", "root", "segment_frames")
+
+
+def mel_of_model(model: dict[str, Any]) -> MelConfig:
+    return MelConfig(**(model.get("mel") or {}))
+
+
+def energy_reference(audio: list[np.ndarray], mel: MelConfig, quantile: float = 0.999) -> float:
+    """PriorGrad's normaliser: a high quantile of the per-frame mel energy over the training audio."""
+    energies = [frame_energy(log_mel(torch.from_numpy(a)[None], mel))[0] for a in audio if len(a) > mel.n_fft]
+    return float(torch.quantile(torch.cat(energies)[:1_000_000], quantile))
+
+
+class WaveGradTrainer(Trainer):
+    """The Trainer with WaveGrad's data, network and loss (see the module doc)."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        time_limit: float | None = None,
+        snapshots: tuple[float, ...] = (),
+        snapshot_weights: tuple[float, ...] | None = None,
+    ) -> None:
+        self.time_limit, self.snapshot_times = time_limit, sorted(snapshots)
+        self.snapshot_weights = None if snapshot_weights is None else set(snapshot_weights)
+        self._val_clips: torch.Tensor | None = None
+        torch.backends.cudnn.benchmark = True  # fixed segment shapes: let cuDNN pick the fastest convs
+        self.time_up, self.corpus = False, None
+        self.train_seconds_before = 0.0
+        super().__init__(cfg, run_dir, resume=resume)
+        if resume:
+            self.train_seconds_before = float(
+                load_checkpoint(self.ckpt_dir, with_state=False).meta.get("train_seconds", 0)
+            )
+        self.levels = noise_levels(train_betas())
+        self.mel = WaveGradConfig(**self.model_config).mel_config
+        self.t_start = time.perf_counter()
+
+    # -- hooks -----------------------------------------------------------------------------
+    def make_dataset(self) -> SegmentDataset:
+        opts = dict(self.cfg.data.options)
+        bad = sorted(set(opts) - set(DATA_OPTIONS))
+        if bad:
+            raise ValueError(f"unknown data.options {', '.join(bad)} for WaveGrad; valid: {', '.join(DATA_OPTIONS)}")
+        mel = mel_of_model(self.cfg.model)
+        self.corpus: Corpus = load_corpus(opts.get("source", "asterisk"), opts.get("root"), mel.sample_rate)
+        frames = int(opts.get("segment_frames", 24))
+        return SegmentDataset(self.corpus.split("train"), frames * mel.hop, mel.hop, context=mel.n_fft // 2)
+
+    def resolve_model_config(self) -> dict[str, Any]:
+        model = dict(self.cfg.model)
+        model["mel"] = mel_of_model(model).to_dict()
+        if model.get("prior") == "priorgrad" and not model.get("prior_energy_ref"):
+            ref = energy_reference(self.corpus.split("train"), MelConfig(**model["mel"]))
+            model["prior_energy_ref"] = round(ref, 6)
+        try:
+            return WaveGradConfig(**model).to_dict()
+        except TypeError as e:
+            valid = ", ".join(WaveGradConfig.__dataclass_fields__)
+            raise ValueError(f"invalid WaveGrad model config ({e}); valid keys: {valid}") from None
+
+    def build_network(self) -> torch.nn.Module:
+        return WaveGrad(self.model_config)
+
+    def _cond(self, labels: torch.Tensor) -> None:
+        return None
+
+    def _loss(self, x: torch.Tensor, cond: Any) -> torch.Tensor:
+        ctx = self.mel.n_fft // 2
+        with torch.autocast(self.device.type, enabled=False):
+            mel = log_mel(x[:, 0].float(), self.mel, center=False)[..., :-1]
+        wave = x[..., ctx:-ctx]
+        c = self.net.config
+        std = prior_std(mel, self.mel.hop, c.prior_energy_ref, c.prior_std_min) if c.prior == "priorgrad" else None
+        return wavegrad_loss(self.model, wave, mel, self.levels, std, generator=self.noise)
+
+    def extra_meta(self) -> dict[str, Any]:
+        return {"method": "wavegrad", "train_seconds": round(self.train_seconds(), 2)}
+
+    def sample_grid(self, monitor: Any = None) -> None:
+        return None  # audio is judged by the benchmark (benchmarks/wavegrad.py), not a grid
+
+    # -- time limit and snapshots ----------------------------------------------------------
+    def train_seconds(self) -> float:
+        return self.train_seconds_before + time.perf_counter() - self.t_start
+
+    def _update(self, batches: Any) -> tuple[float, float, bool]:
+        loss, grad_norm, stop = super()._update(batches)
+        now = self.train_seconds()
+        while self.snapshot_times and now >= self.snapshot_times[0]:
+            at = self.snapshot_times.pop(0)
+            self.write_snapshot(weights=self.snapshot_weights is None or at in self.snapshot_weights)
+        if self.time_limit is not None and time.perf_counter() - self.t_start >= self.time_limit:
+            self.time_up, stop = True, True
+        return loss, grad_norm, stop
+
+    def validation_mel_l1(self, steps: int = 6) -> float:
+        """Log-mel L1 of the EMA model's re-synthesis of 8 validation clips (1.5 s), fixed 6-step schedule."""
+        from .vocoder import Vocoder, mel_l1, validation_clips
+
+        if self._val_clips is None:
+            self._val_clips = validation_clips(self.corpus.split("val"), self.mel, 8, 1.5).to(self.device)
+        voc = Vocoder(self.ema.module, {"step": self.step})
+        ref = voc.mel(self._val_clips)
+        return mel_l1(voc, voc(ref, steps=steps, schedule="fixed", seed=0), ref)
+
+    def write_snapshot(self, weights: bool = True) -> Path | None:
+        """``RUN/snapshots/ema-SECONDSs.json`` (step, training seconds, validation log-mel L1 at 6 steps)
+        and, with ``weights``, the EMA weights beside it as bf16 safetensors."""
+        if not self.dist.is_main:
+            return None
+        from safetensors.torch import save_file
+
+        secs = self.train_seconds()
+        folder = self.run_dir / "snapshots"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"ema-{int(secs):06d}s"
+        meta = {"step": self.step, "train_seconds": round(secs, 2), "val_mel_l1_6": round(self.validation_mel_l1(), 5)}
+        if weights:
+            state = {k: v.detach().to(torch.bfloat16).contiguous().cpu() for k, v in self.ema.state_dict().items()}
+            save_file(state, str(folder / f"{name}.safetensors"))
+        (folder / f"{name}.json").write_text(json.dumps({**meta, "model_config": self.model_config}, indent=1))
+        print(f"snapshot {name}: {json.dumps(meta)}", flush=True)
+        return folder / f"{name}.json"
+
+
+def train_wavegrad(
+    cfg: RunConfig,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    time_limit: float | None = None,
+    snapshots: tuple[float, ...] = (),
+    snapshot_weights: tuple[float, ...] | None = None,
+) -> tuple[Any, WaveGradTrainer]:
+    """Train (or resume) a WaveGrad run; returns (TrainResult, trainer). A time limit ends with status "time-limit".
+
+    ``snapshots``: training seconds at which to score the EMA model on validation clips (and save its
+    weights, at the times in ``snapshot_weights``; None: at every snapshot)."""
+    trainer = WaveGradTrainer(
+        cfg, run_dir, resume=resume, time_limit=time_limit, snapshots=snapshots, snapshot_weights=snapshot_weights
+    )
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    if trainer.time_up and trainer.dist.is_main:
+        result.status, result.signal = "time-limit", None
+        summary_path = trainer.run_dir / "summary.json"
+        summary = json.loads(summary_path.read_text())
+        summary.update(status="time-limit", signal=None, train_seconds=round(trainer.train_seconds(), 2))
+        summary_path.write_text(json.dumps(summary, indent=1))
+        print(f"time limit of {time_limit:.0f} s reached: the stop above is the time limit, not a signal", flush=True)
+    return result, trainer

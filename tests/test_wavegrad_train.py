@@ -1,0 +1,118 @@
+"""WaveGrad training through the shared Trainer, resume, the schedule search and the vocode CLI."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from difflab.cli import main
+from difflab.methods.wavegrad.train import train_wavegrad
+from difflab.methods.wavegrad.vocoder import Vocoder
+from difflab.train.config import RunConfig
+
+TINY_MEL = dict(sample_rate=16000, n_fft=256, hop=64, win=256, n_mels=20, fmin=0.0, fmax=8000.0)
+
+
+def write_tone(path: Path, seconds: float, rate: int, freq: float) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.4 * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return path
+
+
+def tiny_config(root: Path, steps: int, prior: str = "standard") -> RunConfig:
+    return RunConfig.from_dict(
+        {
+            "name": "wg",
+            "model": {
+                "factors": [4, 4, 4], "in_channels": 16, "up_channels": [16, 16, 8], "down_channels": [4, 8, 8],
+                "mel": TINY_MEL, "prior": prior,
+            },
+            "data": {"name": "speech", "options": {"source": "folder", "root": str(root), "segment_frames": 8},
+                     "batch_size": 8},
+            "diffusion": {"parameterization": "eps", "weighting": "snr", "norm": "l1"},
+            "train": {"steps": steps, "lr": 3e-3, "log_every": 10, "ckpt_every": 0, "sample_every": 0,
+                      "progress": False, "threads": 1, "ema_decay": 0.9},
+        }
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tones")
+    for i in range(6):
+        write_tone(root / f"t{i}.wav", 0.6, 16000, 200 + 60 * i)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tones, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "wg"
+    result, _ = train_wavegrad(tiny_config(tones, 60), run)
+    assert result.status == "done" and result.step == 60
+    return run
+
+
+def test_training_reduces_loss(trained):
+    losses = [json.loads(line)["loss"] for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 6 and losses[-1] < 0.7 * losses[0]
+    meta = json.loads((trained / "checkpoint" / "format.json").read_text())
+    assert meta["method"] == "wavegrad" and meta["train_seconds"] > 0
+
+
+def test_priorgrad_resume_and_time_limit(tones, tmp_path):
+    cfg = tiny_config(tones, 6, prior="priorgrad")
+    res, tr = train_wavegrad(cfg, tmp_path / "pg", time_limit=1e-3, snapshots=(0.0,))
+    assert res.status == "time-limit" and res.step == 1 and res.exit_code == 0
+    assert tr.model_config["prior_energy_ref"] > 0
+    assert json.loads((tmp_path / "pg" / "summary.json").read_text())["status"] == "time-limit"
+    snap = next((tmp_path / "pg" / "snapshots").glob("*.safetensors"))
+    assert json.loads(snap.with_suffix(".json").read_text())["val_mel_l1_6"] > 0  # scored on validation clips
+    res2, tr2 = train_wavegrad(cfg, tmp_path / "pg", resume=True)
+    assert res2.step == 6 and tr2.model_config == tr.model_config
+    voc = Vocoder.load(snap)
+    assert voc.config.prior == "priorgrad" and voc(torch.zeros(20, 4), steps=3, schedule="naive").shape == (256,)
+
+
+def test_search_and_vocode_cli(trained, tones, tmp_path, capsys):
+    for name in ("model.safetensors", "state.pt"):  # as the GPU script leaves a run: EMA weights only
+        (trained / "checkpoint" / name).unlink()
+    wav_in = tones / "t1.wav"
+    out = tmp_path / "out.wav"
+    assert main(["vocode", str(trained), str(wav_in), "--steps", "6", "-o", str(out)]) == 0
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 16000 and w.getnframes() == 0.6 * 16000 // 64 * 64
+    assert "real-time factor" in capsys.readouterr().out
+    assert main(["wavegrad-search", str(trained), "--steps", "2", "--clips", "1", "--seconds", "0.3"]) == 0
+    meta = json.loads((trained / "checkpoint" / "format.json").read_text())
+    assert len(meta["schedules"]["2"]["betas"]) == 2 and meta["schedules"]["2"]["evaluated"] >= 9
+    assert main(["vocode", str(trained), str(wav_in), "--steps", "2", "--schedule", "searched", "-o", str(out)]) == 0
+
+
+def test_vocode_bad_input_one_line(trained, tmp_path, capsys):
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    rate = write_tone(tmp_path / "r.wav", 0.5, 8000, 300)
+    cases = [
+        (bad, "not readable audio"),
+        (rate, "sample rate 8000 Hz, the model expects 16000 Hz"),
+        (write_tone(tmp_path / "short.wav", 0.01, 16000, 300), "too short"),
+        (tmp_path / "missing.wav", "not found"),
+    ]
+    for path, message in cases:
+        assert main(["vocode", str(trained), str(path), "-o", str(tmp_path / "o.wav")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.count("\n") == 0
+    assert main(["vocode", str(trained), str(rate), "--resample", "-o", str(tmp_path / "o.wav")]) == 0
+    assert main(["vocode", str(trained), str(rate), "--schedule", "searched", "--steps", "5", "-o", "x.wav"]) == 2
+    assert "no searched 5-step schedule" in capsys.readouterr().err
