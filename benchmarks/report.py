@@ -264,10 +264,24 @@ def render_distillation(data: dict) -> str:
     return render(data)
 
 
+def render_ardm(data: dict) -> str:
+    from ardm import render_ardm as render  # benchmarks/ardm.py
+
+    return render(data)
+
+
+def render_wavegrad(data: dict) -> str:
+    from wavegrad import render_wavegrad as render  # benchmarks/wavegrad.py
+
+    return render(data)
+
+
 RENDERERS: dict[str, Renderer] = {
     "core.json": render_core,
     "training.json": render_training,
     "distillation.json": render_distillation,
+    "ardm.json": render_ardm,
+    "wavegrad.json": render_wavegrad,
 }
 
 

@@ -243,6 +243,16 @@ def _run_distill(args: argparse.Namespace) -> int:
     return run_distill(args)
 
 
+# -- autoregressive diffusion models: difflab.methods.ardm.cli (imports torch only when run) -------
+def _ardm(name: str) -> Callable[..., int | None]:
+    def call(arg: argparse.ArgumentParser | argparse.Namespace) -> int | None:
+        from .methods.ardm import cli as ardm
+
+        return getattr(ardm, name)(arg)
+
+    return call
+
+
 COMMANDS: dict[str, Command] = {
     "demo": Command(
         help="sample a 2-D Gaussian mixture with every sampler and its exact denoiser",
@@ -300,7 +310,65 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_add_distill,
         run=_run_distill,
     ),
+    "wavegrad-train": Command(
+        help="train a WaveGrad / PriorGrad vocoder on speech (e.g. configs/wavegrad-small.yaml)",
+        description=(
+            "Trains WaveGrad (Chen et al. 2021) with the shared trainer: random speech segments, L1 on eps at a "
+            "continuous noise level; model.prior=priorgrad uses PriorGrad's data-dependent prior. --minutes stops "
+            "cleanly with a checkpoint; --search N then grid-searches an N-step schedule. See docs/wavegrad.md."
+        ),
+        add_arguments=lambda p: _wavegrad().add_train_arguments(p),
+        run=lambda a: _wavegrad().run_train(a),
+    ),
+    "wavegrad-search": Command(
+        help="grid-search an N-step WaveGrad schedule on validation audio and save it with the checkpoint",
+        add_arguments=lambda p: _wavegrad().add_search_arguments(p),
+        run=lambda a: _wavegrad().run_search(a),
+    ),
+    "vocode": Command(
+        help="re-synthesise a speech file from its mel with a WaveGrad run (--steps 6 -o out.wav)",
+        add_arguments=lambda p: _wavegrad().add_vocode_arguments(p),
+        run=lambda a: _wavegrad().run_vocode(a),
+    ),
+    "ardm-train": Command(
+        help="train an autoregressive diffusion model (OA-ARDM, Upscale ARDM, text) from a YAML recipe",
+        description="Trains the ARDM of CONFIG (e.g. configs/ardm-digits.yaml) with the difflab trainer; "
+        "--time-limit stops early with a checkpoint.",
+        add_arguments=_ardm("add_train"),
+        run=_ardm("run_train"),
+    ),
+    "ardm-eval": Command(
+        help="ARDM test NLL in bits per dimension; per-step losses and DP/uniform parallel budgets",
+        description="Estimates the NLL (mean and standard error over --orders random orders per image); with "
+        "--budgets, estimates the per-step losses (saved as ardm_steps.json for DP plans) and the NLL with K "
+        "network calls under the DP plan and under uniform segments.",
+        add_arguments=_ardm("add_eval"),
+        run=_ardm("run_eval"),
+    ),
+    "ardm-export": Command(
+        help="write an ARDM's EMA weights (bf16) and config alone: a small model folder for the codec",
+        add_arguments=_ardm("add_export"),
+        run=_ardm("run_export"),
+    ),
+    "compress": Command(
+        help="losslessly compress PNG images with an ARDM and rANS, each image coded on its own",
+        description="Codes IN.png... into OUT.ardm with MODEL (an ARDM run or exported folder) in a fixed order; "
+        "--budget K uses K network calls per image (DP plan). See docs/ardm.md for the file format.",
+        add_arguments=_ardm("add_compress"),
+        run=_ardm("run_compress"),
+    ),
+    "decompress": Command(
+        help="decode an .ardm file made by 'difflab compress' back into PNGs (exact pixels)",
+        add_arguments=_ardm("add_decompress"),
+        run=_ardm("run_decompress"),
+    ),
 }
+
+
+def _wavegrad():  # the WaveGrad CLI module (it imports no torch at module level)
+    from .methods.wavegrad import cli
+
+    return cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,202 @@
+"""The ARDM subcommands of ``difflab`` (Hoogeboom et al. 2022, "Autoregressive Diffusion Models").
+
+``ardm-train``, ``ardm-eval``, ``ardm-export``, ``compress`` and ``decompress``: argument parsers
+and run functions for :data:`difflab.cli.COMMANDS`. torch is imported inside the run functions
+only, so ``difflab --help`` stays fast.
+
+PNG files hold the levels themselves: pixel value ``k`` is level ``k`` (0..255 for Fashion-MNIST,
+0..16 for the 8x8 digits); greyscale PNGs are 1-channel images, RGB ones 3-channel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {v}")
+    return v
+
+
+# -- ardm-train ------------------------------------------------------------------------------
+def add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG", help="YAML recipe, e.g. configs/ardm-digits.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=500")
+    p.add_argument("--out", metavar="RUN", help="run folder (default: OUT_DIR/NAME from the config)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint")
+    p.add_argument("--device", choices=DEVICES, help="train.device (default: from the config)")
+    p.add_argument("--time-limit", type=float, metavar="S", help="stop (with a checkpoint) after S seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ...train.config import load_run_config
+    from .train import train_ardm
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    cfg = load_run_config(args.config, overrides)
+    run_dir = Path(args.out) if args.out else cfg.run_dir
+    cfg.out_dir, cfg.name = str(run_dir.parent), run_dir.name
+    result = train_ardm(cfg, run_dir, resume=args.resume, time_limit=args.time_limit)
+    return 0 if result.status in ("done", "paused") or args.time_limit else result.exit_code
+
+
+# -- ardm-eval -------------------------------------------------------------------------------
+def add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="ARDM run folder (or its checkpoint / an exported folder)")
+    p.add_argument("--split", choices=("train", "test"), default="test", help="data split (default: %(default)s)")
+    p.add_argument("--orders", type=_positive_int, default=4, help="random orders per image (default: %(default)s)")
+    p.add_argument("--images", type=_positive_int, help="evaluate the first N images only")
+    p.add_argument(
+        "--budgets", type=_positive_int, nargs="*", metavar="K", help="also estimate per-step losses and the NLL "
+        "with K network calls (DP plan and uniform segments); the losses are saved as ardm_steps.json"
+    )  # fmt: skip
+    p.add_argument("--parallel-images", type=_positive_int, default=1000, help="images for --budgets")
+    p.add_argument("--parallel-orders", type=_positive_int, default=4, help="draws per image for --budgets")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="device (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per network call")
+    p.add_argument("--out", metavar="JSON", help="also write the result to this file")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ...train.distributed import resolve_device
+    from .train import evaluate_ardm
+
+    res = evaluate_ardm(
+        args.run, split=args.split, orders=args.orders, images=args.images, budgets=args.budgets,
+        parallel_images=args.parallel_images, parallel_orders=args.parallel_orders,
+        device=resolve_device(args.device), batch_size=args.batch_size,
+    )  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+# -- ardm-export -----------------------------------------------------------------------------
+def add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="ARDM run folder")
+    p.add_argument("out", metavar="DIR", help="folder to write (EMA weights, config, per-step losses)")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights (default: bfloat16, half the size)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .train import export_ardm
+
+    out = export_ardm(args.run, args.out, dtype="fp32" if args.fp32 else "bf16")
+    print(f"wrote {out}")
+    return 0
+
+
+# -- compress / decompress -------------------------------------------------------------------
+def add_compress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="ARDM run folder or exported model folder")
+    p.add_argument("inputs", nargs="+", metavar="IN.png", help="images to code (each coded on its own)")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.ardm", help="compressed file to write")
+    p.add_argument("--budget", type=_positive_int, help="network calls per image (parallel plan; default: all)")
+    p.add_argument("--plan", choices=("dp", "uniform"), default="dp", help="plan under --budget (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the coding order (stored in the header)")
+    p.add_argument("--group", type=_positive_int, default=64, help="images per network call (default: %(default)s)")
+
+
+def read_png(path: str | Path, channels: int) -> object:
+    """A PNG as a uint8 tensor (C, H, W); a mode that is not ``channels`` channels is a one-line error."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image not found: {p}")
+    try:
+        with Image.open(p) as im:
+            mode = im.mode
+            if mode not in ("L", "RGB", "P", "I;16", "I", "RGBA", "LA", "1"):
+                raise ValueError(f"{p}: unsupported image mode {mode}")
+            have = {"L": 1, "1": 1, "I": 1, "I;16": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 3}[mode]
+            if have != channels:
+                raise ValueError(f"{p}: a {have}-channel image ({mode}); the model codes {channels}-channel images")
+            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{p}: not a readable image ({e})") from None
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return torch.from_numpy(arr.copy())
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)  # the same reduction order on encoder and decoder
+    from .codec import compress
+    from .train import load_ardm
+
+    model = load_ardm(args.model)
+    if model.kind != "image":
+        raise ValueError(f"{args.model}: a text ARDM cannot code images")
+    imgs = []
+    for path in args.inputs:
+        img = read_png(path, model.shape[0])
+        if tuple(img.shape) != tuple(model.shape):
+            c, h, w = model.shape
+            raise ValueError(f"{path}: image is {img.shape[2]}x{img.shape[1]}, the model codes {w}x{h} images")
+        if int(img.max()) >= model.levels:
+            raise ValueError(f"{path}: pixel value {int(img.max())} is above the model's {model.levels - 1}")
+        imgs.append(img)
+    t0 = time.perf_counter()
+    data = compress(
+        model, torch.stack(imgs), plan=args.plan if args.budget else "full", budget=args.budget, seed=args.seed,
+        group=args.group,
+    )  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_bytes(data)
+    dims = len(imgs) * model.D
+    print(
+        f"wrote {args.out}: {len(imgs)} image(s), {len(data):,} bytes, {8 * len(data) / dims:.3f} bits per dimension, "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def add_decompress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="the ARDM model folder that coded the file")
+    p.add_argument("input", metavar="IN.ardm", help="compressed file")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the decoded PNGs (00000.png ...)")
+
+
+def run_decompress(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    from PIL import Image
+
+    from .codec import decompress
+    from .train import load_ardm
+
+    src = Path(args.input)
+    if not src.is_file():
+        raise FileNotFoundError(f"compressed file not found: {src}")
+    model = load_ardm(args.model)
+    t0 = time.perf_counter()
+    x = decompress(model, src.read_bytes())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(x.numpy()):
+        Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(out / f"{i:05d}.png")
+    print(f"wrote {len(x)} image(s) to {out} in {time.perf_counter() - t0:.1f} s", file=sys.stdout)
+    return 0

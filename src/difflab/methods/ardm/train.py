@@ -1,0 +1,246 @@
+"""Training, loading, exporting and evaluating ARDMs with the one difflab trainer.
+
+Hoogeboom et al. 2022, "Autoregressive Diffusion Models". :class:`ARDMTrainer` subclasses
+:class:`difflab.train.Trainer` through its hooks: integer-level data (``discrete=True``), the
+ARDM network (:class:`.model.ImageARDM` or, for ``data.name: text``, :class:`.text.TextARDM`),
+the OA-ARDM loss in bits per dimension, and sample grids drawn with a parallel plan. The recipe's
+``model`` section holds ``head``, ``mixtures``, ``branching`` and ``unet`` (images) or ``width``,
+``depth``, ``heads`` (text). ``time_limit`` (seconds) stops a run early with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ...train.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
+from ...train.config import RunConfig
+from ...train.stage import checkpoint_path
+from ...train.trainer import Trainer
+from .model import ImageARDM
+from .objective import bpd, estimate_nll, oa_loss, plan_nll, sample, step_losses
+from .parallel import make_plans
+from .text import ALPHABET, TextARDM, TextWindows
+
+STEPS_FILE = "ardm_steps.json"
+IMAGE_KEYS = ("head", "mixtures", "branching", "unet")
+TEXT_KEYS = ("width", "depth", "heads", "dropout")
+
+
+def build_model(config: dict[str, Any]) -> Any:
+    """The ARDM network of a resolved model config (its ``kind`` is "image" or "text")."""
+    if config.get("kind") == "text":
+        return TextARDM(config)
+    return ImageARDM(config)
+
+
+def make_data(cfg: RunConfig, split: str) -> Any:
+    """The run's data split as integer levels: text windows, or an image dataset with ``discrete=True``."""
+    if cfg.data.name == "text":
+        return TextWindows(split, **cfg.data.options)
+    from ...data import get_dataset
+
+    return get_dataset(cfg.data.name, split, discrete=True, **cfg.data.options)
+
+
+def data_tensor(dataset: Any, n: int | None = None, start: int = 0) -> Tensor:
+    """(N, D) long levels of a dataset (the first ``n`` from ``start``, all when None)."""
+    x = (
+        dataset.tensors()[0]
+        if hasattr(dataset, "tensors")
+        else torch.stack([dataset[i][0] for i in range(len(dataset))])
+    )
+    x = x[start : None if n is None else start + n]
+    return x.reshape(len(x), -1).long()
+
+
+class ARDMTrainer(Trainer):
+    """The difflab trainer for OA-ARDMs and Upscale ARDMs (images) and the text OA-ARDM."""
+
+    time_limit: float | None = None
+    skip_grids: bool = False
+
+    def make_dataset(self) -> Any:
+        return make_data(self.cfg, "train")
+
+    def resolve_model_config(self) -> dict[str, Any]:
+        m = dict(self.cfg.model)
+        if self.cfg.data.name == "text":
+            bad = sorted(set(m) - set(TEXT_KEYS))
+            if bad:
+                raise ValueError(f"unknown text ARDM model key(s) {bad}; valid: {', '.join(TEXT_KEYS)}")
+            seq_len = int(self.image_shape[0])
+            return {"kind": "text", "seq_len": seq_len, "vocab": len(ALPHABET), **m}
+        bad = sorted(set(m) - set(IMAGE_KEYS))
+        if bad:
+            raise ValueError(f"unknown ARDM model key(s) {bad}; valid: {', '.join(IMAGE_KEYS)}")
+        from ...nets import UNetConfig
+
+        levels = int(make_data(self.cfg, "train").levels)
+        out = {
+            "kind": "image", "shape": list(self.image_shape), "levels": levels, "branching": int(m.get("branching", 0)),
+            "head": str(m.get("head", "softmax")), "mixtures": int(m.get("mixtures", 10)), "unet": m.get("unet", {}),
+        }  # fmt: skip
+        out["unet"] = UNetConfig.from_dict(ImageARDM.unet_config(out)).to_dict()
+        return out
+
+    def build_network(self) -> torch.nn.Module:
+        return build_model(self.model_config)
+
+    def _cond(self, labels: Tensor) -> None:
+        return None
+
+    def _loss(self, x: Tensor, cond: Any) -> Tensor:
+        x = x.round().long().reshape(len(x), -1)
+        nll = oa_loss(self.model, x, num_stages=self.net.num_stages, generator=self.noise)
+        return bpd(nll, x.shape[1]).mean()
+
+    def extra_meta(self) -> dict[str, Any]:
+        return {"method": "ardm", "kind": self.model_config["kind"]}
+
+    def _update(self, batches: Any) -> tuple[float, float, bool]:
+        if self.time_limit is not None and not hasattr(self, "_t_start"):
+            self._t_start = time.perf_counter()
+        loss, grad_norm, stop = super()._update(batches)
+        if self.time_limit is not None and time.perf_counter() - self._t_start > self.time_limit:
+            stop = True
+        return loss, grad_norm, stop
+
+    def sample_grid(self, monitor: Any = None) -> Path | None:
+        if not self.dist.is_main or self.skip_grids:
+            return None
+        net = self.ema.module
+        n = min(self.cfg.sample.n, 64)
+        plans = make_plans("uniform", self.cfg.sample.steps, net.D, None, net.num_stages)
+        x = sample(net, n, plans=plans, seed=self.cfg.train.seed, device=self.device).cpu()
+        net.train()
+        if isinstance(net, TextARDM):
+            from .text import decode
+
+            path = self.run_dir / "samples" / f"step_{self.step:07d}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(decode(row) for row in x[:16]) + "\n")
+            return path
+        from ...data import from_levels, save_grid
+        from ...train.stage import upscale_for_grid
+
+        imgs = from_levels(x.view(n, *net.shape), net.levels)
+        return save_grid(upscale_for_grid(imgs), self.run_dir / "samples" / f"step_{self.step:07d}.png", nrow=8)
+
+
+def train_ardm(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False, time_limit=None) -> Any:
+    """Train an ARDM run (like :func:`difflab.train.train`); ``time_limit`` seconds stops it early."""
+    trainer = ARDMTrainer(cfg, run_dir, resume=resume)
+    trainer.time_limit = time_limit
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def load_ardm(path: str | Path, *, weights: str = "ema", device: Any = "cpu") -> Any:
+    """An ARDM (float32, eval mode) from a run folder, its checkpoint folder or an exported folder,
+    with its per-step losses (``ardm_steps.json``) when they were estimated."""
+    ckpt_dir = checkpoint_path(path)
+    ckpt = load_checkpoint(ckpt_dir, with_state=False)
+    config = ckpt.meta.get("model_config")
+    if ckpt.meta.get("method") != "ardm" or not isinstance(config, dict):
+        raise CheckpointError(f"{ckpt_dir}: not an ARDM checkpoint (train one with `difflab ardm-train`)")
+    model = build_model(config)
+    state = ckpt.ema if weights == "ema" and ckpt.ema is not None else ckpt.model
+    load_into(model, {k: v.float() for k, v in state.items()}, ckpt_dir)
+    steps = ckpt_dir / STEPS_FILE
+    if steps.is_file():
+        model.step_losses = json.loads(steps.read_text())["losses"]
+    model.source = ckpt_dir
+    return model.to(device).eval()
+
+
+def export_ardm(run: str | Path, out: str | Path, *, dtype: str = "bf16") -> Path:
+    """Write the EMA weights alone (``dtype`` bf16 or fp32) with the config: a small folder for the codec."""
+    ckpt_dir = checkpoint_path(run)
+    ckpt = load_checkpoint(ckpt_dir, with_state=False)
+    weights = ckpt.ema if ckpt.ema is not None else ckpt.model
+    cast = torch.bfloat16 if dtype == "bf16" else torch.float32
+    meta = {k: v for k, v in ckpt.meta.items() if k not in ("format", "version")}
+    target = save_checkpoint(
+        out, model={k: v.to(cast) for k, v in weights.items()}, config=ckpt.config, meta={**meta, "weights": dtype}
+    )
+    if (ckpt_dir / STEPS_FILE).is_file():
+        (target / STEPS_FILE).write_text((ckpt_dir / STEPS_FILE).read_text())
+    return target
+
+
+def evaluate_ardm(
+    path: str | Path,
+    *,
+    split: str = "test",
+    orders: int = 4,
+    images: int | None = None,
+    step_images: int = 1000,
+    grid: int = 64,
+    budgets: list[int] | None = None,
+    parallel_images: int = 1000,
+    parallel_orders: int = 4,
+    device: Any = "cpu",
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Test NLL (bits per dimension, mean and standard error over ``orders`` draws per image); per-step
+    losses estimated on the last ``step_images`` of ``split`` (saved as ``ardm_steps.json`` next to the
+    weights, for DP plans); and, for each budget, the NLL with the DP plan and with uniform segments
+    on the first ``parallel_images`` (``parallel_orders`` draws each; the full-step row is always included)."""
+    ckpt_dir = checkpoint_path(path)
+    model = load_ardm(ckpt_dir, device=device)
+    from ...config import load_yaml
+
+    cfg = RunConfig.from_dict(load_yaml(ckpt_dir / "config.yaml"))
+    data = data_tensor(make_data(cfg, split))
+    x_eval = data if images is None else data[:images]
+    t0 = time.perf_counter()
+    nll = estimate_nll(model, x_eval, orders=orders, batch_size=batch_size, seed=seed, device=device)
+    result: dict[str, Any] = {
+        "run": str(path), "split": split, "images": len(x_eval), "orders": orders, "nll_bpd": nll["bpd"],
+        "nll_bpd_se": nll["se"], "stages": model.num_stages, "D": model.D,
+        "nll_seconds": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+    if budgets:
+        held = data[-min(step_images, len(data)) :]
+        losses = step_losses(model, held, grid=grid, batch_size=batch_size, seed=seed + 1, device=device)
+        (ckpt_dir / STEPS_FILE).write_text(json.dumps({"images": len(held), "grid": grid, "losses": losses}))
+        model.step_losses = losses
+        x_par = data[:parallel_images]
+        rows = []
+        full = model.D * model.num_stages
+        for k in sorted({min(max(k, model.num_stages), full) for k in budgets} | {full}):
+            row: dict[str, Any] = {"steps": k}
+            for kind in ("dp", "uniform"):
+                plans = make_plans(kind, k, model.D, losses, model.num_stages)
+                est = estimate_nll(
+                    model,
+                    x_par,
+                    orders=parallel_orders,
+                    batch_size=batch_size,
+                    plans=plans,
+                    seed=seed + 2,
+                    device=device,
+                )
+                row[f"nll_bpd_{kind}"] = est["bpd"]
+                row[f"se_{kind}"] = est["se"]
+            rows.append(row)
+        result["parallel"] = rows
+        result["parallel_images"] = len(x_par)
+    return result
+
+
+def nll_bpd_of(model: Any, x: Tensor, plans: Any = None, seed: int = 0) -> float:
+    """One-draw NLL estimate in bits per dimension of ``x`` (N, D) (a convenience for tests)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return float(plan_nll(model, x, plans, generator=gen).mean()) / (x.shape[1] * math.log(2))
