@@ -213,10 +213,7 @@ def summarize(rows: list[dict], parts: list[dict]) -> dict:
             best = min(teacher, key=lambda r: r["fd"])
             meta["teacher_best_fd"] = best["fd"]
             meta["teacher_best"] = {k: best[k] for k in ("method", "steps", "spacing", "fd")}
-            n = meta.get("n_samples", 1000)
-            meta["teacher_best_ms_per_sample"] = round(1000 * best["seconds"] / n, 4)
             if student4:
-                meta["student4_ms_per_sample"] = round(1000 * student4["seconds"] / n, 4)
                 meta["student4_fd"] = student4["fd"]
                 meta["student4_over_teacher_best"] = student4["fd"] / best["fd"]
                 base4 = [r["fd"] for r in teacher if r["steps"] == 4 and r["method"] != "ddpm"]
@@ -304,6 +301,37 @@ def part_wcond(args) -> dict:
     return {"guidance_range": [lo, hi], "updates_per_halving": args.updates, "rows": rows}
 
 
+def part_timing(args) -> dict:
+    """Wall clock per sample on this machine, side by side: the 4-step student against the teacher's
+    best setting (``--method``, ``--steps``), interleaved, median of ``--repeats``."""
+    from difflab.methods.distill import stage_dir
+    from difflab.train import load_stage, resolve_device
+
+    device = resolve_device(args.device)
+    teacher = load_stage(args.teacher, device=device)
+    student = load_stage(stage_dir(args.out, 4), device=device)
+    w = args.guidance if teacher.net.config.num_classes else 1.0
+    times: dict[str, list[float]] = {"student": [], "teacher": []}
+    draw(student, "ddim", 4, 8, 1.0, args.seed, device)  # warm-up
+    for _ in range(args.repeats):
+        for who, stage, method, steps, gw in (
+            ("student", student, "ddim", 4, student.config.sample.guidance),
+            ("teacher", teacher, args.method, args.steps, w),
+        ):
+            _sync(device)
+            t0 = time.perf_counter()
+            draw(stage, method, steps, args.n, gw, args.seed, device, args.spacing)
+            _sync(device)
+            times[who].append((time.perf_counter() - t0) / args.n * 1000)
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    row = {"dataset": teacher.config.data.name, "part": "timing", "n": args.n, "repeats": args.repeats,
+           "teacher_setting": f"{args.method} {args.steps} steps ({args.spacing})", "guidance": w,
+           "student4_ms_per_sample": round(med["student"], 3), "teacher_ms_per_sample": round(med["teacher"], 3),
+           "speedup": round(med["teacher"] / med["student"], 1)}  # fmt: skip
+    print(json.dumps(row), flush=True)
+    return {"rows": [row]}
+
+
 def merge(paths: list[Path], main_dataset: str) -> dict:
     """Combine part files into the one result file (top-level numbers from ``main_dataset``)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
@@ -336,7 +364,7 @@ def render(data: dict) -> str:
     out.append("")
     rows = data.get("rows", [])
     for ds, p in data.get("datasets", {}).items():
-        mine = [r for r in rows if r.get("dataset") == ds and r.get("part") is None]
+        mine = [r for r in rows if r.get("dataset") == ds and r.get("part") is None and r.get("fd") is not None]
         cols = [("ddpm", "t"), ("ddim", "t"), ("dpmpp2m", "t"), ("dpmpp2m", "lam"), ("diffusers-dpmpp2m", "t")]
         cols.append(("distilled", "t"))
         steps = sorted({r["steps"] for r in mine})
@@ -346,8 +374,9 @@ def render(data: dict) -> str:
             f"### {ds}: FD vs sampling steps",
             "",
             f"Teacher `{p.get('teacher')}`, guidance w = {p.get('guidance')}; students distilled from "
-            f"{p.get('from_steps')} DDIM steps, {p.get('updates_per_halving')} updates per halving "
-            f"({p.get('distill_seconds')} s in all). FD of {p.get('n_samples')} samples against the training "
+            f"{p.get('from_steps')} DDIM steps, {p.get('updates_per_halving')} updates per halving"
+            + (f" ({p['distill_seconds']} s in all)" if p.get("distill_seconds") else "")
+            + f". {p.get('note', '')} FD of {p.get('n_samples')} samples against the training "
             f"split; floor (real test images) {_f(p.get('fd_floor'))}. Teacher's best: {_f(p.get('teacher_best_fd'))} "
             f"({best.get('method')}, {best.get('steps')} steps, spacing {best.get('spacing')}).",
             "",
@@ -366,11 +395,11 @@ def render(data: dict) -> str:
                 f"- best of DDIM / DPM-Solver++ (either library, either grid) at 4 steps / 4-step student: "
                 f"**{p['best_solver4_over_student4']:.2f}** (target >= 2)."
             )
-        if p.get("student4_ms_per_sample"):
-            ratio = p["teacher_best_ms_per_sample"] / p["student4_ms_per_sample"]
+        for t in [r for r in rows if r.get("part") == "timing" and r.get("dataset") == ds]:
             out.append(
-                f"- wall clock per sample: 4-step student {p['student4_ms_per_sample']} ms, teacher's best setting "
-                f"{p['teacher_best_ms_per_sample']} ms ({ratio:.0f}x)."
+                f"- wall clock per sample, side by side on one machine ({t['n']} samples, median of {t['repeats']}): "
+                f"4-step student {t['student4_ms_per_sample']} ms, teacher's best setting ({t['teacher_setting']}, "
+                f"w = {t['guidance']}) {t['teacher_ms_per_sample']} ms: **{t['speedup']}x** faster."
             )
         img = f"images/distillation-{ds}.png"
         if (ROOT / "docs" / img).is_file():
@@ -408,7 +437,11 @@ def render(data: dict) -> str:
             f"### Parameterization ablation ({abl[0]['dataset']}; Salimans & Ho 2022, Table 1)",
             "",
             "One teacher per parameterization (eps with the eps-MSE weighting, v with v-MSE, x and both with "
-            "truncated SNR), each distilled with the truncated-SNR loss; FD (- where sampling diverged).",
+            "truncated SNR), each distilled with the truncated-SNR loss; FD (- where sampling diverged). "
+            "The eps teacher's own samples are already broken: with eps prediction "
+            "`x_hat = (z - sigma eps_hat) / alpha` multiplies the network's error by 1 / alpha, about 2e4 at "
+            "the first step of the cosine schedule (lam_min = -20), and nothing clips `x_hat`. That low-SNR "
+            "instability is why the paper distils with x, v or both.",
             "",
             f"| parameterization | teacher, DDIM {teacher_steps} steps | distilled, 4 steps | distilled, 1 step |",
             "|---|---:|---:|---:|",
@@ -470,6 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     wc.add_argument("--to-steps", type=int, default=4)
     wc.add_argument("--guidance-range", type=float, nargs=2, default=[1.0, 3.0])
     wc.add_argument("--eval-w", type=float, nargs="+", default=[1.0, 2.0, 3.0])
+    tm = sub.add_parser("timing", parents=[common])
+    tm.add_argument("--teacher", required=True)
+    tm.add_argument("--method", default="ddpm", choices=METHODS)
+    tm.add_argument("--steps", type=int, default=256, help="the teacher's setting (its best FD)")
+    tm.add_argument("--spacing", default="t")
+    tm.add_argument("--guidance", type=float, default=1.0)
+    tm.add_argument("--repeats", type=int, default=3)
     m = sub.add_parser("merge")
     m.add_argument("parts", nargs="+")
     m.add_argument("--main-dataset", default="fashion-mnist")
@@ -480,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {write_result('distillation', res).relative_to(ROOT)}")
         return 0
     t0 = time.perf_counter()
-    res = {"run": part_run, "ablation": part_ablation, "wcond": part_wcond}[args.part](args)
+    res = {"run": part_run, "ablation": part_ablation, "wcond": part_wcond, "timing": part_timing}[args.part](args)
     res = {"command": command_line("benchmarks/distillation.py"), "machine": _info(),
            "date": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - t0, 1), **res}  # fmt: skip
     out = Path(args.write)
