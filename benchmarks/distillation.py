@@ -338,8 +338,15 @@ def merge(paths: list[Path], main_dataset: str) -> dict:
     res: dict = {"command": "; ".join(p["command"] for p in parts), "machine": parts[0]["machine"]}
     res["date"] = max(p["date"] for p in parts)
     res["parts"] = [{k: v for k, v in p.items() if k != "rows"} for p in parts]
-    res["rows"] = [row for p in parts for row in p["rows"]]
+    rows = [dict(row) for p in parts for row in p["rows"]]
+    for row in rows:  # the method names: the w-input part's teacher is DDIM, its student "distilled"
+        if row.get("part") == "w-input":
+            row["method"] = {"teacher-ddim": "ddim", "distilled-w-input": "distilled"}.get(row["method"], row["method"])
+    res["rows"] = [r for r in rows if r.get("part") != "timing"]
     res["datasets"] = summarize(res["rows"], parts)
+    for r in rows:
+        if r.get("part") == "timing":
+            res["datasets"].setdefault(r["dataset"], {})["timing"] = {k: v for k, v in r.items() if k != "part"}
     main = res["datasets"].get(main_dataset) or next(iter(res["datasets"].values()), {})
     for key in ("dataset", "fd_floor", "teacher_best_fd"):
         res[key] = main.get(key)
@@ -395,7 +402,7 @@ def render(data: dict) -> str:
                 f"- best of DDIM / DPM-Solver++ (either library, either grid) at 4 steps / 4-step student: "
                 f"**{p['best_solver4_over_student4']:.2f}** (target >= 2)."
             )
-        for t in [r for r in rows if r.get("part") == "timing" and r.get("dataset") == ds]:
+        for t in [p["timing"]] if p.get("timing") else []:
             out.append(
                 f"- wall clock per sample, side by side on one machine ({t['n']} samples, median of {t['repeats']}): "
                 f"4-step student {t['student4_ms_per_sample']} ms, teacher's best setting ({t['teacher_setting']}, "
@@ -409,8 +416,8 @@ def render(data: dict) -> str:
     if wrows:
         ws = sorted({r["guidance"] for r in wrows})
         get_w = {(r["method"], r["guidance"]): r for r in wrows}
-        t_steps = next(r["steps"] for r in wrows if r["method"] == "teacher-ddim")
-        s_steps = next(r["steps"] for r in wrows if r["method"] != "teacher-ddim")
+        t_steps = next(r["steps"] for r in wrows if r["method"] == "ddim")
+        s_steps = next(r["steps"] for r in wrows if r["method"] == "distilled")
         out += [
             f"### Guided distillation with w as an input ({wrows[0]['dataset']}; Meng et al. 2023)",
             "",
@@ -422,7 +429,7 @@ def render(data: dict) -> str:
         ]
         for w in ws:
             cells = []
-            for m in ("teacher-ddim", "distilled-w-input"):
+            for m in ("ddim", "distilled"):
                 r = get_w.get((m, w), {})
                 acc = r.get("class_accuracy")
                 cells.append(f"{_f(r.get('fd'))} / {acc:.1%}" if acc is not None else _f(r.get("fd")))
