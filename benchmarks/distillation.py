@@ -119,6 +119,21 @@ def score(stage, x, labels) -> dict:
 
 
 # -- parts -------------------------------------------------------------------------------------
+def scored_row(stage, method: str, steps: int, spacing: str, w: float, args, device) -> dict:
+    """Sample ``args.n`` images (timed) and score them: one row of the FD-vs-steps table."""
+    _sync(device)
+    t1 = time.perf_counter()
+    x, labels = draw(stage, method, steps, args.n, w, args.seed, device, spacing)
+    _sync(device)
+    secs = time.perf_counter() - t1
+    r = score(stage, x, labels)
+    row = {"dataset": stage.config.data.name, "method": method, "steps": steps, "fd": r["fd"], "spacing": spacing}
+    row.update(precision=r["precision"], recall=r["recall"], seconds=round(secs, 3), fd_floor=r["fd_floor"])
+    if r.get("class_accuracy") is not None:
+        row["class_accuracy"] = r["class_accuracy"]
+    return row
+
+
 def _checkpoint_rows(args, rows: list[dict]) -> None:
     """Write the rows so far to the part file (a run cut short by a time limit keeps them)."""
     out = Path(args.write)
@@ -154,38 +169,18 @@ def part_run(args) -> dict:
         if args.skip_distill and not (stage_dir(args.out, steps) / "checkpoint" / "format.json").is_file():
             continue  # --skip-distill scores the stages that exist
         st = load_stage(stage_dir(args.out, steps), device=device)
-        _sync(device)
-        t1 = time.perf_counter()
-        x, labels = draw(st, "ddim", steps, args.n, st.config.sample.guidance, args.seed, device)
-        _sync(device)
-        secs = time.perf_counter() - t1
-        r = score(st, x, labels)
-        floor = r["fd_floor"]
-        row = {"dataset": dataset, "method": "distilled", "steps": steps, "fd": r["fd"], "spacing": "t"}
-        row["precision"], row["recall"], row["seconds"] = r["precision"], r["recall"], round(secs, 3)
-        row["fd_floor"] = r["fd_floor"]
-        if r.get("class_accuracy") is not None:
-            row["class_accuracy"] = r["class_accuracy"]
-        rows.append(row)
+        row = scored_row(st, "ddim", steps, "t", st.config.sample.guidance, args, device)
+        rows.append({**row, "method": "distilled"})
+        floor = row["fd_floor"]
         print(json.dumps(row), flush=True)
         _checkpoint_rows(args, rows)
     for method in [] if args.students_only else args.methods:
         for steps in teacher_steps:
             spacings = ("t", "lam") if method == "dpmpp2m" else ("t",)
             for spacing in spacings:
-                _sync(device)
-                t1 = time.perf_counter()
-                x, labels = draw(teacher, method, steps, args.n, w, args.seed, device, spacing)
-                _sync(device)
-                secs = time.perf_counter() - t1
-                r = score(teacher, x, labels)
-                floor = r["fd_floor"]
-                row = {"dataset": dataset, "method": method, "steps": steps, "fd": r["fd"], "spacing": spacing}
-                row["precision"], row["recall"], row["seconds"] = r["precision"], r["recall"], round(secs, 3)
-                row["fd_floor"] = r["fd_floor"]
-                if r.get("class_accuracy") is not None:
-                    row["class_accuracy"] = r["class_accuracy"]
+                row = scored_row(teacher, method, steps, spacing, w, args, device)
                 rows.append(row)
+                floor = row["fd_floor"]
                 print(json.dumps(row), flush=True)
                 _checkpoint_rows(args, rows)
     meta = {"dataset": dataset, "fd_floor": floor, "guidance": w, "teacher": str(args.teacher), "n_samples": args.n}

@@ -21,20 +21,28 @@ from .distributed import resolve_device
 from .stage import LoadedStage, crop_padding, generate, load_stage, upscale_for_grid
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """``difflab train CONFIG [key=value ...] [--resume] [--out RUN]``: exit 0, 130/143 if interrupted."""
-    from .trainer import NonFiniteLossError, train
-
+def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
+    """The run config and run folder of a train command: ``args.config`` with ``args.overrides`` and
+    the ``--seed`` / ``--device`` / ``--no-progress`` flags (those a command has), ``--out`` or the
+    config's own ``out_dir/name``. Shared by ``train``, ``ardm-train`` and ``wavegrad-train``."""
     overrides = list(args.overrides)
-    if args.seed is not None:
+    if getattr(args, "seed", None) is not None:
         overrides.append(f"train.seed={args.seed}")
-    if args.device is not None:
+    if getattr(args, "device", None):
         overrides.append(f"train.device={args.device}")
-    if args.no_progress:
+    if getattr(args, "no_progress", False):
         overrides.append("train.progress=false")
     cfg = load_run_config(args.config, overrides)
     run_dir = Path(args.out) if args.out else cfg.run_dir
     cfg.out_dir, cfg.name = str(run_dir.parent), run_dir.name  # the run folder's config.yaml points at itself
+    return cfg, run_dir
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``difflab train CONFIG [key=value ...] [--resume] [--out RUN]``: exit 0, 130/143 if interrupted."""
+    from .trainer import NonFiniteLossError, train
+
+    cfg, run_dir = config_from_args(args)
     try:
         result = train(cfg, run_dir, resume=args.resume)
     except NonFiniteLossError as e:

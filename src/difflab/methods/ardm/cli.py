@@ -41,17 +41,10 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ...train.config import load_run_config
+    from ...train.commands import config_from_args
     from .train import train_ardm
 
-    overrides = list(args.overrides)
-    if args.device:
-        overrides.append(f"train.device={args.device}")
-    if args.no_progress:
-        overrides.append("train.progress=false")
-    cfg = load_run_config(args.config, overrides)
-    run_dir = Path(args.out) if args.out else cfg.run_dir
-    cfg.out_dir, cfg.name = str(run_dir.parent), run_dir.name
+    cfg, run_dir = config_from_args(args)
     result = train_ardm(cfg, run_dir, resume=args.resume, time_limit=args.time_limit)
     return 0 if result.status in ("done", "paused") or args.time_limit else result.exit_code
 

@@ -60,17 +60,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ...train.config import load_run_config
+    from ...train.commands import config_from_args
     from .train import train_wavegrad
 
-    overrides = list(args.overrides)
-    if args.device:
-        overrides.append(f"train.device={args.device}")
-    if args.no_progress:
-        overrides.append("train.progress=false")
-    cfg = load_run_config(args.config, overrides)
-    run_dir = Path(args.out) if args.out else cfg.run_dir
-    cfg.out_dir, cfg.name = str(run_dir.parent), run_dir.name
+    cfg, run_dir = config_from_args(args)
     snaps = tuple(float(s) for s in args.snapshots.split(",") if s.strip())
     keep = None if args.snapshot_weights is None else tuple(float(s) for s in args.snapshot_weights.split(",") if s)
     limit = args.minutes * 60 if args.minutes else None
