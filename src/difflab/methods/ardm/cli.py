@@ -20,13 +20,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {v}")
-    return v
+    from ...cli import _int_at_least  # loaded by now: this module is imported by difflab.cli's commands
+
+    return _int_at_least(1)(text)
 
 
 # -- ardm-train ------------------------------------------------------------------------------
