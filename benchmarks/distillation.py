@@ -469,7 +469,7 @@ def plot(data: dict) -> list[Path]:
             if r.get("dataset") == ds and r.get("part") is None and r.get("fd") is not None
         ]
         path = ROOT / "docs" / "images" / f"distillation-{ds}.png"
-        paths.append(plot_metric_vs_steps(rows, path, title=f"{ds}: FD vs sampling steps"))
+        paths.append(plot_metric_vs_steps(rows, path, title=f"{ds}: FD vs sampling steps", logy=True))
     return paths
 
 

@@ -224,6 +224,8 @@ def test_plot_metric_vs_steps(tmp_path: Path) -> None:
     assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="lacks"):
         plot_metric_vs_steps([{"steps": 1}], tmp_path / "x.png", metric="precision")
+    logy = plot_metric_vs_steps(rows, tmp_path / "plots" / "fd-logy.png", logy=True)
+    assert logy.read_bytes() != out.read_bytes()  # the metric axis is drawn differently
 
 
 def test_import_is_light() -> None:

@@ -24,13 +24,15 @@ def plot_metric_vs_steps(
     *,
     title: str | None = None,
     floor_key: str | None = None,
+    logy: bool = False,
 ) -> Path:
     """Plot ``metric`` against ``steps`` (log x-axis), one line per label, and save it as an image.
 
     ``rows`` are dicts with ``steps``, ``metric`` and optionally a label under one of ``label``,
     ``method``, ``sampler``, ``name`` (rows without one form a single line). A floor (by default
     ``fd_floor`` when ``metric`` is ``fd``) is drawn as a dashed horizontal line at its mean.
-    Returns the written path; the format follows its suffix (PNG, SVG, PDF).
+    ``logy`` puts the metric on a log axis too. Returns the written path; the format follows its
+    suffix (PNG, SVG, PDF).
     """
     rows = list(rows)
     if not rows:
@@ -60,6 +62,8 @@ def plot_metric_vs_steps(
         if floors:
             ax.axhline(sum(floors) / len(floors), color="grey", linestyle="--", linewidth=1, label=floor_key)
         ax.set_xscale("log")
+        if logy:  # metrics that span decades (FD from 40 at 1 step to 0.2 at 256)
+            ax.set_yscale("log")
         ax.set_xlabel("sampling steps")
         ax.set_ylabel(metric)
         if title:
