@@ -273,7 +273,7 @@ def render_ardm(data: dict) -> str:
 def render_wavegrad(data: dict) -> str:
     from wavegrad import render_wavegrad as render  # benchmarks/wavegrad.py
 
-    return render(data)
+    return "\n".join(["## WaveGrad vocoder", "", provenance(data), "", render(data), ""])
 
 
 RENDERERS: dict[str, Renderer] = {
