@@ -183,7 +183,7 @@ def test_resume_skips_finished_halvings_and_refuses_to_overwrite(tmp_path):
     assert stage_dir(out, 2).joinpath("checkpoint", "format.json").is_file()
 
 
-def test_guided_distillation_fixed_w_and_w_as_input(tmp_path):
+def test_guided_distillation_fixed_w_and_w_as_input(tmp_path, capsys):
     teacher = _teacher(tmp_path, conditional=True)
     fixed = distill(teacher, tmp_path / "fixed", _dcfg(to_steps=2, guidance=2.0), log=lambda s: None)
     st = load_stage(fixed.stages[-1])
@@ -199,6 +199,11 @@ def test_guided_distillation_fixed_w_and_w_as_input(tmp_path):
             student_config=student_model_config(stage.meta, dcfg, "v"),
         )  # fmt: skip
         assert (tr.guided is not None) == guided
+    png = str(tmp_path / "g.png")
+    assert main(["sample", str(fixed.stages[-1]), "--n", "4", "--guidance", "3", "--out", png]) == 0
+    assert "built in" in capsys.readouterr().err
+    assert main(["sample", str(fixed.stages[-1]), "--n", "4", "--out", png]) == 0
+    assert "built in" not in capsys.readouterr().err
     ranged = distill(teacher, tmp_path / "ranged", _dcfg(to_steps=2, guidance_range=(1.0, 3.0)), log=lambda s: None)
     for path in ranged.stages:
         st = load_stage(path)

@@ -67,6 +67,13 @@ def _labels(args: argparse.Namespace, stage: LoadedStage, n: int) -> Tensor | No
 
 def _draw(args: argparse.Namespace, stage: LoadedStage, device: torch.device, n: int) -> tuple[Tensor, Tensor | None]:
     cfg: RunConfig = stage.config
+    built_in = (stage.meta.get("distill") or {}).get("guidance")
+    if built_in is not None and args.guidance not in (None, 1.0):
+        print(
+            f"difflab: warning: this student was distilled with guidance w={built_in} built in; "
+            f"--guidance {args.guidance} applies classifier-free guidance on top of it",
+            file=sys.stderr,
+        )
     x, labels = generate(
         stage.net, cfg, stage.image_shape, n, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
         guidance=args.guidance, labels=_labels(args, stage, n), seed=args.seed, device=device,
