@@ -170,7 +170,10 @@ def part_run(args) -> dict:
             continue  # --skip-distill scores the stages that exist
         st = load_stage(stage_dir(args.out, steps), device=device)
         row = scored_row(st, "ddim", steps, "t", st.config.sample.guidance, args, device)
-        rows.append({**row, "method": "distilled"})
+        row["method"] = "distilled"
+        if args.variant:  # another recipe for the same data set: its own table, not the main one
+            row.update(part="variant", variant=args.variant)
+        rows.append(row)
         floor = row["fd_floor"]
         print(json.dumps(row), flush=True)
         _checkpoint_rows(args, rows)
@@ -327,6 +330,35 @@ def part_timing(args) -> dict:
     return {"rows": [row]}
 
 
+def part_seeds(args) -> dict:
+    """FD mean and spread over several sampling seeds, teacher settings and a student side by side on
+    one machine: at n = 1,000 a single FD of 8x8 digits moves by tens of percent with the seed."""
+    from statistics import mean, stdev
+
+    from difflab.methods.distill import stage_dir
+    from difflab.train import load_stage, resolve_device
+
+    device = resolve_device(args.device)
+    teacher = load_stage(args.teacher, device=device)
+    student = load_stage(stage_dir(args.out, args.student_steps), device=device)
+    w = args.guidance if teacher.net.config.num_classes else 1.0
+    settings = [(teacher, m, int(n), w) for m, n in (s.split(":") for s in args.settings)]
+    settings.append((student, "distilled", args.student_steps, student.config.sample.guidance))
+    rows = []
+    for stage, method, steps, gw in settings:
+        fds = []
+        for seed in range(args.seeds):
+            x, labels = draw(stage, "ddim" if method == "distilled" else method, steps, args.n, gw, seed, device)
+            fds.append(score(stage, x, labels)["fd"])
+        row = {"dataset": stage.config.data.name, "method": method, "steps": steps, "part": "seeds",
+               "fd_mean": mean(fds), "fd_sd": stdev(fds), "fds": fds, "n": args.n}  # fmt: skip
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    best = min((r for r in rows if r["method"] != "distilled"), key=lambda r: r["fd_mean"])
+    ratio = rows[-1]["fd_mean"] / best["fd_mean"]
+    return {"rows": rows, "seeds_ratio": {"dataset": rows[0]["dataset"], "student_over_teacher_best": ratio}}
+
+
 def merge(paths: list[Path], main_dataset: str) -> dict:
     """Combine part files into the one result file (top-level numbers from ``main_dataset``)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
@@ -403,6 +435,18 @@ def render(data: dict) -> str:
                 f"4-step student {t['student4_ms_per_sample']} ms, teacher's best setting ({t['teacher_setting']}, "
                 f"w = {t['guidance']}) {t['teacher_ms_per_sample']} ms: **{t['speedup']}x** faster."
             )
+        variants = [r for r in rows if r.get("part") == "variant" and r.get("dataset") == ds]
+        if variants:
+            out += ["", "Other distillation recipes on the same teacher (FD of the students):", ""]
+            out += ["| recipe | steps | FD |", "|---|---:|---:|"]
+            for r in sorted(variants, key=lambda r: (r["variant"], -r["steps"])):
+                out.append(f"| {r['variant']} | {r['steps']} | {_f(r['fd'])} |")
+        seeds = [r for r in rows if r.get("part") == "seeds" and r.get("dataset") == ds]
+        if seeds:
+            out += ["", f"FD over {len(seeds[0]['fds'])} sampling seeds ({seeds[0]['n']} samples each), side by side "
+                    "on one machine:", "", "| sampler | steps | FD mean | sd |", "|---|---:|---:|---:|"]  # fmt: skip
+            for r in seeds:
+                out.append(f"| {r['method']} | {r['steps']} | {_f(r['fd_mean'])} | {_f(r['fd_sd'])} |")
         img = f"images/distillation-{ds}.png"
         if (ROOT / "docs" / img).is_file():
             out += ["", f"![FD vs steps, {ds}]({img})"]
@@ -494,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     r.add_argument("--teacher-only", action="store_true", help="only the teacher's rows (no distillation)")
     r.add_argument("--students-only", action="store_true", help="only distil and score the students")
+    r.add_argument("--variant", help="label the students as another recipe (a separate table in RESULTS.md)")
     r.add_argument("--max-steps", type=int, default=None, help="teacher rows up to this step count only")
     r.add_argument("--skip-distill", action="store_true", help="score the student stages in --out as they are")
     a = sub.add_parser("ablation", parents=[common])
@@ -512,6 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     tm.add_argument("--spacing", default="t")
     tm.add_argument("--guidance", type=float, default=1.0)
     tm.add_argument("--repeats", type=int, default=3)
+    sd = sub.add_parser("seeds", parents=[common])
+    sd.add_argument("--teacher", required=True)
+    sd.add_argument("--settings", nargs="+", default=["ddpm:128", "ddim:64"], help="teacher METHOD:STEPS")
+    sd.add_argument("--student-steps", type=int, default=4)
+    sd.add_argument("--seeds", type=int, default=5)
+    sd.add_argument("--guidance", type=float, default=1.0)
     m = sub.add_parser("merge")
     m.add_argument("parts", nargs="+")
     m.add_argument("--main-dataset", default="fashion-mnist")
@@ -522,7 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {write_result('distillation', res).relative_to(ROOT)}")
         return 0
     t0 = time.perf_counter()
-    res = {"run": part_run, "ablation": part_ablation, "wcond": part_wcond, "timing": part_timing}[args.part](args)
+    res = {"run": part_run, "ablation": part_ablation, "wcond": part_wcond, "timing": part_timing, "seeds": part_seeds}[
+        args.part
+    ](args)
     res = {"command": command_line("benchmarks/distillation.py"), "machine": _info(),
            "date": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - t0, 1), **res}  # fmt: skip
     out = Path(args.write)
