@@ -351,7 +351,7 @@ def part_seeds(args) -> dict:
             x, labels = draw(stage, "ddim" if method == "distilled" else method, steps, args.n, gw, seed, device)
             fds.append(score(stage, x, labels)["fd"])
         row = {"dataset": stage.config.data.name, "method": method, "steps": steps, "part": "seeds",
-               "fd_mean": mean(fds), "fd_sd": stdev(fds), "fds": fds, "n": args.n}  # fmt: skip
+               "fd": mean(fds), "fd_mean": mean(fds), "fd_sd": stdev(fds), "fds": fds, "n": args.n}  # fmt: skip
         rows.append(row)
         print(json.dumps(row), flush=True)
     best = min((r for r in rows if r["method"] != "distilled"), key=lambda r: r["fd_mean"])
@@ -367,6 +367,8 @@ def merge(paths: list[Path], main_dataset: str) -> dict:
     res["parts"] = [{k: v for k, v in p.items() if k != "rows"} for p in parts]
     rows = [dict(row) for p in parts for row in p["rows"]]
     for row in rows:  # the method names: the w-input part's teacher is DDIM, its student "distilled"
+        if row.get("part") == "seeds" and "fd" not in row:
+            row["fd"] = row["fd_mean"]
         if row.get("part") == "w-input":
             row["method"] = {"teacher-ddim": "ddim", "distilled-w-input": "distilled"}.get(row["method"], row["method"])
     res["rows"] = [r for r in rows if r.get("part") != "timing"]
