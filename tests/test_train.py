@@ -261,3 +261,18 @@ def test_loader_path_gives_the_same_batches_as_the_in_memory_path():
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     x, y = digits[int(order.indices(3, 0)[0])]
     assert torch.equal(next(Batches(digits, order)(3))[0][0], x)
+
+
+def test_init_starts_a_new_run_from_other_weights(tmp_path):
+    """train.init: a fresh run (fresh optimizer, step 0) whose starting weights are another run's EMA."""
+    first = tmp_path / "first"
+    train(tiny(), first)
+    src = load_checkpoint(first / "checkpoint").ema
+    trainer = Trainer(tiny(train={"init": str(first), "steps": 1}), tmp_path / "second")
+    for k, v in trainer.net.state_dict().items():
+        assert torch.equal(v, src[k]), k
+    assert trainer.step == 0
+    fresh = Trainer(tiny(train={"steps": 1}), tmp_path / "third")
+    assert any(not torch.equal(v, src[k]) for k, v in fresh.net.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="train.init"):
+        Trainer(tiny(train={"init": str(tmp_path / "nowhere")}), tmp_path / "fourth")

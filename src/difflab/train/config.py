@@ -80,7 +80,10 @@ class TrainConfig:
     dropping the class label (classifier-free guidance; used when ``data.conditional``).
     ``sample_every`` / ``ckpt_every`` / ``log_every`` 0 means only at the end. ``threads`` > 0 sets
     ``torch.set_num_threads`` (0 keeps torch's default; on a busy CPU, 1 thread per process is often
-    fastest for small models).
+    fastest for small models). ``init`` starts a new run from the weights of another run, checkpoint
+    or exported model folder (its EMA weights when it has them) or a ``.safetensors`` file, with a
+    fresh optimizer: e.g. to continue on a CPU a model trained elsewhere whose optimizer state was
+    not kept. ``--resume`` ignores it.
     """
 
     steps: int = 2000
@@ -104,6 +107,7 @@ class TrainConfig:
     cond_drop: float = 0.1
     threads: int = 0
     progress: bool = True
+    init: str = ""
 
     def __post_init__(self) -> None:
         _need(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")

@@ -53,6 +53,21 @@ from .stage import (
 _NOISE, _GLOBAL, _INIT, _SAMPLE = 1, 2, 3, 4  # stream ids for mix_seed
 
 
+def init_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights to start a run from (``train.init``): a ``.safetensors`` file, or a run, checkpoint or
+    exported model folder (``ema.safetensors`` if it has one, else ``model.safetensors``)."""
+    from .checkpoint import load_weights
+
+    p = Path(path)
+    if p.is_file():
+        return load_weights(p)
+    for folder in (p, p / CHECKPOINT_DIR):
+        for name in ("ema.safetensors", "model.safetensors"):
+            if (folder / name).is_file():
+                return load_weights(folder / name)
+    raise FileNotFoundError(f"train.init={path}: no .safetensors file, and no ema/model.safetensors in that folder")
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the message names the step and the checkpoint that was kept."""
 
@@ -118,6 +133,8 @@ class Trainer:
         self.dist: DistInfo = init_distributed(self.device)
         torch.manual_seed(mix_seed(t.seed, _INIT))
         self.net = self.build_network().to(self.device)
+        if t.init and not resume:
+            load_into(self.net, init_weights(t.init), t.init)
         self.ema = EMA(self.net, t.ema_decay, t.ema_warmup)
         self.opt = make_optimizer(list(self.net.parameters()), t)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
