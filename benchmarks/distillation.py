@@ -18,6 +18,7 @@ of real test images). A class-conditional teacher is sampled (and distilled) at 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -32,6 +33,7 @@ from common import ROOT, command_line, machine_info, write_result  # noqa: E402
 METHODS = ("ddpm", "ddim", "dpmpp2m", "diffusers-dpmpp2m")
 
 
+@functools.cache
 def _info() -> dict:
     info = machine_info()
     if torch.cuda.is_available():
@@ -52,6 +54,7 @@ def diffusers_dpmpp(stage, n: int, steps: int, guidance: float, seed: int, devic
     log-SNR of diffusers' own sigma, ``lam = -2 log sigma``; CFG is applied to the network output."""
     import diffusers
 
+    from difflab.diffusion import cfg as cfg_guidance
     from difflab.diffusion import get_schedule
     from difflab.nets import keep_cond, null_cond
 
@@ -73,6 +76,8 @@ def diffusers_dpmpp(stage, n: int, steps: int, guidance: float, seed: int, devic
     # the scheduler keeps its position and multistep history: reset it for every batch
     net = stage.net
     num_classes = int(net.config.num_classes or 0)
+    # CFG is affine in the output at fixed z, so it applies to the raw (eps or v) output as well
+    model = cfg_guidance(net, guidance, null_cond) if num_classes and guidance != 1.0 else net
     gen = torch.Generator(device=device).manual_seed(seed)
     labels = torch.arange(n) % num_classes if num_classes else None
     out = []
@@ -85,14 +90,7 @@ def diffusers_dpmpp(stage, n: int, steps: int, guidance: float, seed: int, devic
         for i, k in enumerate(sched.timesteps):
             lam = torch.full((b,), float(lams[i]), device=device)
             with torch.no_grad():
-                if num_classes and guidance != 1.0:
-                    from difflab.diffusion import cat_cond
-
-                    o = net(torch.cat([z, z]), torch.cat([lam, lam]), cat_cond(cond, null_cond(cond)))
-                    oc, ou = o.chunk(2)
-                    o = ou + guidance * (oc - ou)
-                else:
-                    o = net(z, lam, cond)
+                o = model(z, lam, cond)
             z = sched.step(o, k, z).prev_sample
         out.append(z.float().cpu())
     return torch.cat(out), labels
@@ -198,7 +196,8 @@ def summarize(rows: list[dict], parts: list[dict]) -> dict:
     for ds in sorted({r["dataset"] for r in rows if r.get("part") is None}):
         meta: dict = {}
         for p in parts:
-            if p.get("dataset") == ds:
+            side = p.get("rows") and all(r.get("part") for r in p["rows"])  # a variant recipe's own settings
+            if p.get("dataset") == ds and not side:
                 meta.update({k: v for k, v in p.items() if k not in ("rows", "command", "machine", "date")})
         mine = [r for r in rows if r["dataset"] == ds and r.get("part") is None]
         floors = [r["fd_floor"] for r in mine if r.get("fd_floor") is not None]
@@ -364,6 +363,7 @@ def merge(paths: list[Path], main_dataset: str) -> dict:
     parts = [json.loads(Path(p).read_text()) for p in paths]
     res: dict = {"command": "; ".join(p["command"] for p in parts), "machine": parts[0]["machine"]}
     res["date"] = max(p["date"] for p in parts)
+    res["merged_by"] = command_line("benchmarks/distillation.py")
     res["parts"] = [{k: v for k, v in p.items() if k != "rows"} for p in parts]
     rows = [dict(row) for p in parts for row in p["rows"]]
     for row in rows:  # the issue's method names: the w-input part's teacher is DDIM, its student "distilled"
@@ -392,7 +392,7 @@ def _f(v) -> str:
 def render(data: dict) -> str:
     """The "Progressive distillation" section of docs/RESULTS.md."""
     out = ["## Progressive distillation", ""]
-    out += [f"Date: {data.get('date')}  ", "Commands and machines:", ""]
+    out += [f"Date: {data.get('date')}  ", f"Merged by: `{data.get('merged_by', '?')}`  ", "Commands and machines:", ""]
     for p in data.get("parts", []):
         m = p.get("machine", {})
         where = m.get("gpu") or f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('torch_threads')} torch threads"

@@ -258,30 +258,23 @@ def render_training(data: dict) -> str:
     return "\n".join(out)
 
 
-def render_distillation(data: dict) -> str:
-    from distillation import render  # benchmarks/distillation.py (same folder)
+def _section_from(module: str, function: str, title: str | None = None) -> Renderer:
+    """A renderer that lives in its benchmark script (imported when used: those import torch);
+    with ``title``, the section heading and provenance are added here."""
 
-    return render(data)
+    def render_section(data: dict) -> str:
+        body = getattr(__import__(module), function)(data)
+        return body if title is None else "\n".join([f"## {title}", "", provenance(data), "", body, ""])
 
-
-def render_ardm(data: dict) -> str:
-    from ardm import render_ardm as render  # benchmarks/ardm.py
-
-    return render(data)
-
-
-def render_wavegrad(data: dict) -> str:
-    from wavegrad import render_wavegrad as render  # benchmarks/wavegrad.py
-
-    return "\n".join(["## WaveGrad vocoder", "", provenance(data), "", render(data), ""])
+    return render_section
 
 
 RENDERERS: dict[str, Renderer] = {
     "core.json": render_core,
     "training.json": render_training,
-    "distillation.json": render_distillation,
-    "ardm.json": render_ardm,
-    "wavegrad.json": render_wavegrad,
+    "distillation.json": _section_from("distillation", "render"),
+    "ardm.json": _section_from("ardm", "render_ardm"),
+    "wavegrad.json": _section_from("wavegrad", "render_wavegrad", "WaveGrad vocoder"),
 }
 
 

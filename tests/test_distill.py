@@ -198,7 +198,7 @@ def test_guided_distillation_fixed_w_and_w_as_input(tmp_path, capsys):
             copy.deepcopy(st.config), tmp_path / f"probe-{guided}", teacher=stage, dcfg=dcfg, n_student=2,
             student_config=student_model_config(stage.meta, dcfg, "v"),
         )  # fmt: skip
-        assert (tr.guided is not None) == guided
+        assert tr.guide_teacher == guided
     png = str(tmp_path / "g.png")
     assert main(["sample", str(fixed.stages[-1]), "--n", "4", "--guidance", "3", "--out", png]) == 0
     assert "built in" in capsys.readouterr().err

@@ -45,20 +45,22 @@ def _fill_drop_flags(d: dict, other: dict) -> dict:
     return {**d, **{k: torch.zeros_like(other[k], dtype=torch.bool) for k in missing}} if missing else d
 
 
-def cfg(denoiser: Denoiser, weight: float, uncond: Any | Callable[[Any], Any]) -> Denoiser:
+def cfg(denoiser: Denoiser, weight: float | Tensor, uncond: Any | Callable[[Any], Any]) -> Denoiser:
     """Classifier-free guidance (Ho & Salimans 2021, "Classifier-Free Diffusion Guidance").
 
     ``uncond`` is the null condition (same structure as ``cond``, e.g. the null class
     label) or a function ``cond -> null condition`` such as ``difflab.nets.null_cond``. Both
     halves go through the denoiser in one batched call; the result is
-    ``torch.lerp(x_uncond, x_cond, weight)``.
+    ``torch.lerp(x_uncond, x_cond, weight)``. ``weight`` is a number or a (B,) tensor of
+    per-sample weights (guided distillation draws one w per example).
     """
 
     def guided(z: Tensor, lam: Tensor, cond: Any = None) -> Tensor:
         null = uncond(cond) if callable(uncond) else uncond
         x = denoiser(torch.cat([z, z]), torch.cat([lam, lam]), cat_cond(cond, null))
         x_c, x_u = x.chunk(2)
-        return torch.lerp(x_u, x_c, weight)
+        w = bcast(weight.to(x.dtype), x_c) if isinstance(weight, Tensor) else weight
+        return torch.lerp(x_u, x_c, w)
 
     return guided
 

@@ -41,7 +41,8 @@ import torch
 from torch import Tensor
 
 from ..config import from_dict, to_dict
-from ..diffusion import cat_cond, diffusion_loss, make_denoiser
+from ..diffusion import cfg as cfg_guidance
+from ..diffusion import diffusion_loss, make_denoiser
 from ..diffusion._util import alpha_sigma, bcast
 from ..train.checkpoint import CheckpointError
 from ..train.config import RunConfig
@@ -80,29 +81,13 @@ def distillation_target(
     return (z2 - ratio * z) / (a_s - ratio * a_t)
 
 
-def guided_teacher(
-    teacher: Callable[[Tensor, Tensor, Any], Tensor], null: Callable[[Any], Any]
-) -> Callable[[Tensor, Tensor, Any, Tensor], Tensor]:
-    """``f(z, lam, cond, w) = x_u + w (x_c - x_u)`` with a per-sample ``w`` (B,): classifier-free
-    guidance (Ho & Salimans 2021) in one batched call, as the teacher of guided distillation."""
-
-    def guided(z: Tensor, lam: Tensor, cond: Any, w: Tensor) -> Tensor:
-        x = teacher(torch.cat([z, z]), torch.cat([lam, lam]), cat_cond(cond, null(cond)))
-        x_c, x_u = x.chunk(2)
-        return x_u + bcast(w.to(x.dtype), x) * (x_c - x_u)
-
-    return guided
-
-
-def student_grid(schedule: Any, n: int, i: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Log-SNRs (float64) of ``t = i / n``, ``t - 0.5 / n`` and ``t - 1 / n`` for integer ``i`` in 1..n;
-    ``t = 0`` maps to ``+inf``, as in the samplers' grids (``Schedule.lams``)."""
-    i = i.to(torch.float64)
-    out = []
-    for t in (i / n, (i - 0.5) / n, (i - 1.0) / n):
-        lam = schedule.lam(t.cpu()).to(torch.float64)
-        out.append(torch.where(t.cpu() <= 0, torch.full_like(lam, math.inf), lam).to(i.device))
-    return out[0], out[1], out[2]
+def student_grid(schedule: Any, n: int) -> Tensor:
+    """(3, n) float64 log-SNRs of ``t = i / n``, ``t - 0.5 / n`` and ``t - 1 / n`` for ``i`` = 1..n;
+    ``t = 0`` maps to ``+inf``, as in the samplers' grids (``Schedule.lams``). A table, so that
+    drawing ``i`` on a GPU needs no copy back to the host."""
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    t = torch.stack([i / n, (i - 0.5) / n, (i - 1.0) / n])
+    return torch.where(t <= 0, math.inf, schedule.lam(t).to(torch.float64))
 
 
 def distillation_loss(
@@ -127,7 +112,7 @@ def distillation_loss(
         )
     b = x.shape[0]
     i = torch.randint(1, n_student + 1, (b,), generator=generator, device=x.device)
-    lam_t, lam_mid, lam_s = (v.to(x.dtype) for v in student_grid(schedule, n_student, i))
+    lam_t, lam_mid, lam_s = student_grid(schedule, n_student).to(x.device, x.dtype)[:, i - 1]
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     a_t, s_t = (bcast(v, x) for v in alpha_sigma(lam_t))
     z = a_t * x + s_t * eps
@@ -234,12 +219,8 @@ class DistillTrainer(Trainer):
         # a student of an earlier guided halving has the guidance built in: guiding it again would
         # compound w at every halving
         built_in = (teacher.meta.get("distill") or {}).get("guidance") is not None
-        self.guided = None
         guide = dcfg.guidance is not None or dcfg.guidance_range is not None
-        if guide and not self.teacher_takes_w and not built_in:
-            from ..nets import null_cond
-
-            self.guided = guided_teacher(self.teacher_denoiser, null_cond)
+        self.guide_teacher = guide and not self.teacher_takes_w and not built_in
 
     def resolve_model_config(self) -> dict[str, Any]:
         return dict(self.student_config)
@@ -286,9 +267,10 @@ class DistillTrainer(Trainer):
             student_cond = dict(cond)
         if d.guidance is not None or d.guidance_range is not None:
             w = self._draw_w(b)
-            if self.guided is not None:
-                guided = self.guided
-                teacher = lambda z, lam, c: guided(z, lam, c, w)  # noqa: E731
+            if self.guide_teacher:
+                from ..nets import null_cond
+
+                teacher = cfg_guidance(self.teacher_denoiser, w, null_cond)
             elif self.teacher_takes_w:  # a w-conditioned teacher (a previous halving)
                 cond = {**cond, "guidance": w}
             # else: a previous fixed-w student, guidance built in: called as a conditional model
