@@ -168,6 +168,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     p.add_argument("--n", type=int, default=20, help="test utterances (default: the issue's 20)")
     p.add_argument("--quick", action="store_true", help="6-step schedules only (no 25, 50, 1000)")
+    p.add_argument("--steps", type=int, nargs="+", help="only these step counts of 6 25 50 1000 (default: all)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="merge into the existing docs/results/wavegrad.json: its rows for other step counts, priors or "
+        "schedules are kept (e.g. run 1000 steps on its own later)",
+    )
     p.add_argument("--no-curve", action="store_true", help="skip the snapshots' quality-vs-time curve")
     p.add_argument("--no-write", action="store_true", help="print only; do not write docs/results/wavegrad.json")
     args = p.parse_args()
@@ -175,6 +182,11 @@ def main() -> None:
     corpus = load_asterisk()
     names, refs = corpus.split_names("test")[: args.n], corpus.split("test")[: args.n]
     plan = PLAN[:2] if args.quick else PLAN
+    if args.steps:
+        bad = sorted(set(args.steps) - {n for _, n in PLAN})
+        if bad:
+            p.error(f"--steps: {bad} not among the benchmark's step counts {sorted({n for _, n in PLAN})}")
+        plan = [(k, n) for k, n in plan if n in args.steps]
     gl = evaluate(lambda mel: griffin_lim(mel, MEL), refs)
     rows = [{"method": "griffin-lim", "prior": None, "schedule": "fixed", "steps": 32, "train_hours": 0.0, **gl}]
     print(json.dumps(rows[0]), flush=True)
@@ -195,6 +207,18 @@ def main() -> None:
         "curve": curve,
         "runs": {"standard": args.standard, "priorgrad": args.priorgrad},
     }
+    old_path = ROOT / "docs" / "results" / "wavegrad.json"
+    if args.update and old_path.exists():
+        old = json.loads(old_path.read_text())
+        if old.get("test_utterances") != names:
+            raise SystemExit(f"--update: {old_path} was measured on other test utterances; run without --update")
+        key = lambda r: (r["method"], r["prior"], r["schedule"], r["steps"])  # noqa: E731
+        new_keys = {key(r) for r in rows}
+        res["rows"] = [r for r in old["rows"] if key(r) not in new_keys] + rows
+        res["rows"].sort(key=lambda r: (r["method"] != "griffin-lim", str(r["prior"]), r["steps"], r["schedule"]))
+        res["curve"] = curve or old.get("curve", [])
+        res["commands"] = [*old.get("commands", [old.get("command")]), res["command"]]
+        res["runs"] = {k: v or old.get("runs", {}).get(k) for k, v in res["runs"].items()}
     print(render_wavegrad(res))
     if not args.no_write:
         print(f"wrote {write_result('wavegrad', res)}")
