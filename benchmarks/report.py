@@ -57,7 +57,14 @@ def provenance(data: dict) -> str:
         machine = ", ".join(parts)
     else:
         machine = str(m)
-    return f"Command: `{data.get('command', '?')}`  \nMachine: {machine}  \nDate: {data.get('date', '?')}"
+    cmds = data.get("commands") or [data.get("command", "?")]
+    head = (
+        f"Command: `{cmds[0]}`"
+        if len(cmds) == 1
+        else "Commands (rows merged with `--update`; the machine line is the last run's): "
+        + ", then ".join(f"`{c}`" for c in cmds)
+    )
+    return f"{head}  \nMachine: {machine}  \nDate: {data.get('date', '?')}"
 
 
 # -- sections ------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -106,6 +107,7 @@ def bench_run(run: str, prior: str, refs: list[np.ndarray], plan, curve: bool) -
         r = evaluate(wavegrad_synth(voc, voc.schedule(steps, kind)), use)
         row = {"method": "wavegrad", "prior": prior, "schedule": kind, "steps": steps, "train_hours": hours, **r}
         row["utterances"] = len(use)
+        row["load_average"] = round(os.getloadavg()[0], 2)  # the RTF depends on what else runs
         print(json.dumps(row), flush=True)
         rows.append(row)
     points = []
@@ -143,6 +145,25 @@ def render_wavegrad(data: dict) -> str:
             f"| {r['method']} | {r['prior'] or '-'} | {r['schedule']} | {steps} | {r['train_hours']:.3f} | "
             f"{r['pesq']:.2f} | {r['stoi']:.3f} | {r['mel_l1']:.3f} | {r['mrstft']:.3f} | {r['rtf']:.3f} |"
         )
+    by = {(r["prior"], r["schedule"], r["steps"]): r for r in data["rows"] if r["method"] == "wavegrad"}
+    checks = []
+    for prior in ("standard", "priorgrad"):
+        s6, s50 = by.get((prior, "searched", 6)), by.get((prior, "fixed", 50))
+        if s6 and s50:
+            ratio = s6["mel_l1"] / s50["mel_l1"]
+            checks.append(
+                f"- {prior} prior: searched 6-step log-mel L1 {s6['mel_l1']:.3f} vs 50 steps {s50['mel_l1']:.3f}: "
+                f"ratio {ratio:.3f} (target <= 1.10: {'met' if ratio <= 1.10 else 'missed'})"
+            )
+    std6, pg6 = by.get(("standard", "searched", 6)), by.get(("priorgrad", "searched", 6))
+    if std6 and pg6 and abs(std6["train_hours"] - pg6["train_hours"]) < 0.01:
+        checks.append(
+            f"- equal training time ({std6['train_hours'] * 3600:.0f} s each), searched 6 steps: PriorGrad log-mel "
+            f"L1 {pg6['mel_l1']:.3f} vs standard {std6['mel_l1']:.3f} "
+            f"({'lower' if pg6['mel_l1'] < std6['mel_l1'] else 'NOT lower'})"
+        )
+    if checks:
+        lines += ["", "Targets:", "", *checks]
     test_curve = [p for p in data.get("curve", []) if "pesq" in p]
     if test_curve:
         head = "| prior | train s | step | PESQ | STOI | log-mel L1 |\n|---|---:|---:|---:|---:|---:|"
@@ -216,7 +237,7 @@ def main() -> None:
         new_keys = {key(r) for r in rows}
         res["rows"] = [r for r in old["rows"] if key(r) not in new_keys] + rows
         res["rows"].sort(key=lambda r: (r["method"] != "griffin-lim", str(r["prior"]), r["steps"], r["schedule"]))
-        res["curve"] = curve or old.get("curve", [])
+        res["curve"] = old.get("curve", []) if args.no_curve else curve
         res["commands"] = [*old.get("commands", [old.get("command")]), res["command"]]
         res["runs"] = {k: v or old.get("runs", {}).get(k) for k, v in res["runs"].items()}
     print(render_wavegrad(res))
