@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from difflab.cli import main
+from difflab.methods.ardm.codec import VERSION
 
 TINY = [
     "train.steps=4", "model.unet.channels=8", "model.unet.channel_mult=[1]", "model.unet.num_blocks=1",
@@ -55,9 +56,13 @@ def test_bad_images_give_one_line_errors(run, tmp_path, capsys):
         assert main(["compress", str(run), str(path), "-o", str(tmp_path / "y.ardm")]) == 2
         err = capsys.readouterr().err
         assert what in err and err.count("\n") == 1
-    (tmp_path / "junk.ardm").write_bytes(b"ARDM\x01" + bytes(100))
+    (tmp_path / "junk.ardm").write_bytes(b"ARDM" + bytes([VERSION]) + bytes(100))
     assert main(["decompress", str(run), str(tmp_path / "junk.ardm"), "-o", str(tmp_path / "d")]) == 2
     assert "corrupt" in capsys.readouterr().err
+    (tmp_path / "old.ardm").write_bytes(b"ARDM\x01" + bytes(100))  # format 1 (whole 32-bit words)
+    assert main(["decompress", str(run), str(tmp_path / "old.ardm"), "-o", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "version 1" in err and err.count("\n") == 1
 
 
 def test_eval_reports_bpd_and_parallel_rows(run, tmp_path):
