@@ -11,7 +11,8 @@
 #   DRY=1 OUT=/tmp/ardm-dry bash scripts/gpu/ardm.sh  # here, on the CPU, tiny settings (about 3 minutes)
 # With constriction importable (a cp312 wheel in .whl/), it then runs benchmarks/ardm.py on the GPU for
 # whatever time is left (-> $OUT/ardm-fmnist/ardm-codec.json); without it, run the benchmark on the CPU.
-# Settings: ARDM_TRAIN_SECONDS, ARDM_TOTAL_SECONDS, ARDM_DATA (Fashion-MNIST folder), ARDM_RUNS (scratch), PYTHON.
+# Settings: ARDM_TRAIN_SECONDS, ARDM_TOTAL_SECONDS, ARDM_INIT (weights the OA-ARDM starts from, e.g.
+# artifacts/ardm-fmnist-ft), ARDM_DATA (Fashion-MNIST folder), ARDM_RUNS (scratch), PYTHON.
 set -euo pipefail
 : "${OUT:?set OUT to the output folder}"
 PY=${PYTHON:-python3}

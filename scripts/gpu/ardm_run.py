@@ -53,6 +53,8 @@ def overrides(branching: int, channels: int) -> list[str]:
         ]  # fmt: skip
     else:
         o += ["train.device=cuda", "train.precision=bf16", "data.batch_size=256", "train.lr=8e-4"]
+    if branching == 0 and os.environ.get("ARDM_INIT"):  # continue the OA-ARDM from saved weights
+        o.append(f"train.init={os.environ['ARDM_INIT']}")
     return o
 
 
