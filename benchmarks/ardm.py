@@ -235,6 +235,11 @@ def render_ardm(data: dict) -> str:
         "",
         "### NLL against parallel network calls (DP plan vs uniform segments)",
         "",
+        *(
+            [f"From the evaluations in {', '.join(f'`{x}`' for x in srcs)} (test split, random orders).", ""]
+            if (srcs := sorted({r["source"] for r in data["parallel"] if r.get("source")}))
+            else []
+        ),
         table(
             ["model", "network calls", "NLL bpd, DP plan", "NLL bpd, uniform"],
             [[r["model"], r["steps"], _f(r["nll_bpd_dp"]), _f(r["nll_bpd_uniform"])] for r in data["parallel"]],
