@@ -51,11 +51,16 @@ def command_line(script: str) -> str:
     return " ".join([exe_s, script, *sys.argv[1:]])
 
 
+def result_path(name: str) -> Path:
+    """``docs/results/NAME.json``: where :func:`write_result` writes a benchmark's result."""
+    return ROOT / "docs" / "results" / f"{name}.json"
+
+
 def write_result(name: str, res: dict) -> Path:
     """Write ``docs/results/NAME.json`` atomically and regenerate docs/RESULTS.md."""
     from report import main as write_report
 
-    out = ROOT / "docs" / "results" / f"{name}.json"
+    out = result_path(name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(res, indent=2) + "\n")

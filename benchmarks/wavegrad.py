@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import command_line, machine_info, write_result  # noqa: E402
+from common import command_line, machine_info, result_path, write_result  # noqa: E402
 from difflab.methods.wavegrad.audio import MEL_PRESETS, log_mel  # noqa: E402
 from difflab.methods.wavegrad.data import load_asterisk  # noqa: E402
 from difflab.methods.wavegrad.vocoder import Vocoder, griffin_lim  # noqa: E402
@@ -228,7 +228,7 @@ def main() -> None:
         "curve": curve,
         "runs": {"standard": args.standard, "priorgrad": args.priorgrad},
     }
-    old_path = ROOT / "docs" / "results" / "wavegrad.json"
+    old_path = result_path("wavegrad")
     if args.update and old_path.exists():
         old = json.loads(old_path.read_text())
         if old.get("test_utterances") != names:
