@@ -171,10 +171,11 @@ def main() -> int:
         "codec_payload_bpd": payload / (n * d),
         "codec_overhead_bpd": (8 * len(data) - ideal) / (n * d),
         # the target: coded size within 1% of the order's NLL, plus a fixed header (here the file
-        # header and each image's length field, which a file holding one image would not need)
+        # header and the table of payload lengths, which a file holding one image would not need)
         "codec_payload_overhead_pct": 100 * (payload - ideal) / ideal,
         "codec_file_overhead_pct": 100 * (8 * len(data) - ideal) / ideal,
         "file_header_bytes": header,
+        "length_table_bytes": len(data) - header - payload // 8,
         "seed": read_header(data)["seed"],
         "timing_ms_per_image": times,
         "threads": args.threads,
@@ -209,8 +210,10 @@ def render_ardm(data: dict) -> str:
     out = ["## Autoregressive diffusion models: lossless compression", "", provenance(data), ""]
     out += [
         f"First {n:,} Fashion-MNIST test images, each coded on its own (difflab: one `.ardm` file, "
-        f"{data.get('file_header_bytes', '?')} bytes of file header; per image a length field and the rANS "
-        f"payload). Model: {data.get('model', {}).get('summary', '?')}. Coding order fixed by the "
+        f"{data.get('file_header_bytes', '?')} bytes of file header, "
+        f"{_f(8 * data['length_table_bytes'] / n, 1) + ' bits per image of ' if 'length_table_bytes' in data else 'a '}"
+        "table of payload lengths, and per image its rANS payload). "
+        f"Model: {data.get('model', {}).get('summary', '?')}. Coding order fixed by the "
         f"header's seed; {data.get('codec_budget')} network calls per image ({data.get('codec_plan')} plan). "
         f"Every image decoded exactly: {'yes' if data['roundtrip_exact'] else 'NO'}.",
         "",
@@ -227,8 +230,8 @@ def render_ardm(data: dict) -> str:
         f"NLL: {_f(data.get('codec_overhead_bpd'))} bpd"
         + (
             f" ({_f(data['codec_file_overhead_pct'], 2)}%; the payloads alone are "
-            f"{_f(data['codec_payload_overhead_pct'], 2)}% above the NLL, the rest is each image's length field "
-            "and the file header)."
+            f"{_f(data['codec_payload_overhead_pct'], 2)}% above the NLL, the rest is the table of payload "
+            "lengths and the file header)."
             if "codec_payload_overhead_pct" in data
             else "."
         ),

@@ -7,6 +7,8 @@ import torch
 from difflab.methods.ardm.codec import (
     CodecError,
     _pack,
+    _rice_decode,
+    _rice_encode,
     _unpack,
     compress,
     decompress,
@@ -54,6 +56,27 @@ def test_round_trip_is_exact_on_every_image(branching, head, plan, budget):
     assert y.dtype == torch.uint8 and torch.equal(y, x)
     hd = read_header(data)
     assert hd["count"] == 5 and hd["seed"] == 11 and hd["plan"] == plan and hd["height"] == 6
+
+
+@pytest.mark.parametrize(
+    "values", [[], [0], [0, 0, 0], [5, 0, 300, 17], [2**20, 1, 0], list(range(0, 4000, 7)), [1] * 9]
+)
+def test_rice_length_table_round_trips_and_is_short(values):
+    raw = b"junk" + _rice_encode(values) + b"tail"
+    got, pos = _rice_decode(raw, 4, len(values))
+    assert got == values and raw[pos:] == b"tail"
+    # never longer than the best Rice parameter (brute force) plus the k byte and byte padding
+    best = min(sum((v >> k) + 1 + k for v in values) for k in range(25)) if values else 0
+    assert len(raw) - 8 == 1 + (best + 7) // 8
+    with pytest.raises(CodecError, match="length table"):  # asks for more lengths than the table holds
+        _rice_decode(raw[:pos], 4, len(values) + 50)
+
+
+def test_length_table_costs_about_a_byte_per_image_for_typical_payloads():
+    g = np.random.default_rng(0)
+    lengths = (290 + 60 * g.standard_normal(1000)).round().astype(int).tolist()
+    table = _rice_encode([n - min(lengths) for n in lengths])
+    assert 8 * len(table) / 1000 < 9.5  # a LEB128 varint would spend 16 bits on each
 
 
 def test_coded_size_matches_the_nll_of_the_order():
