@@ -73,6 +73,20 @@ def baseline_sizes(images: np.ndarray) -> tuple[dict[str, list[int]], dict[str, 
     return sizes, times
 
 
+def parallel_sources(paths: list[str]) -> dict[str, str]:
+    """How each ``--parallel-from`` evaluation was made: images, orders, and its commands where it records them."""
+    out = {}
+    for path in paths:
+        res = json.loads(Path(path).read_text())
+        what = [
+            f"model NLL on {res.get('images', '?')} test images x {res.get('orders', '?')} orders, parallel rows on "
+            f"the first {res.get('parallel_images', res.get('images', '?'))}"
+        ]
+        what += [f"{k}: `{res[k]}`" for k in ("train", "command") if res.get(k)]
+        out[str(path)] = "; ".join(what)
+    return out
+
+
 def parallel_rows(args: argparse.Namespace, model, x: torch.Tensor) -> list[dict]:
     rows = []
     if args.parallel_from:
@@ -165,6 +179,7 @@ def main() -> int:
         "codec_bpd": codec_bpd,
         "roundtrip_exact": exact,
         "parallel": parallel_rows(args, model, x),
+        "parallel_sources": parallel_sources(args.parallel_from or []),
         "codec_budget": args.budget or d * model.num_stages,
         "codec_plan": plan,
         "codec_order_nll_bpd": ideal / (n * d),
@@ -211,8 +226,9 @@ def render_ardm(data: dict) -> str:
     out += [
         f"First {n:,} Fashion-MNIST test images, each coded on its own (difflab: one `.ardm` file, "
         f"{data.get('file_header_bytes', '?')} bytes of file header, "
-        f"{_f(8 * data['length_table_bytes'] / n, 1) + ' bits per image of ' if 'length_table_bytes' in data else 'a '}"
-        "table of payload lengths, and per image its rANS payload). "
+        "a table of payload lengths"
+        + (f" ({_f(8 * data['length_table_bytes'] / n, 1)} bits per image)" if "length_table_bytes" in data else "")
+        + ", and per image its rANS payload). "
         f"Model: {data.get('model', {}).get('summary', '?')}. Coding order fixed by the "
         f"header's seed; {data.get('codec_budget')} network calls per image ({data.get('codec_plan')} plan). "
         f"Every image decoded exactly: {'yes' if data['roundtrip_exact'] else 'NO'}.",
@@ -243,6 +259,8 @@ def render_ardm(data: dict) -> str:
             if (srcs := sorted({r["source"] for r in data["parallel"] if r.get("source")}))
             else []
         ),
+        *[f"- `{src}`: {how}" for src, how in data.get("parallel_sources", {}).items()],
+        *([""] if data.get("parallel_sources") else []),
         *([f"Rows added later: {data['parallel_added']}.", ""] if data.get("parallel_added") else []),
         table(
             ["model", "network calls", "NLL bpd, DP plan", "NLL bpd, uniform"],
