@@ -86,7 +86,7 @@ def _rice_encode(values: Sequence[int]) -> bytes:
     """Non-negative integers -> Rice code with the parameter ``k`` that makes it shortest.
 
     The payload lengths of one file spread over a few hundred bytes, so a Rice code of their
-    distances from the smallest one costs about 8 bits per image where a varint costs 16.
+    distances from the smallest one costs about 9 bits per image where a varint costs 16.
     Hand-written: a few lines, and no package offers a Rice code over Python integers.
     """
     if not values:
