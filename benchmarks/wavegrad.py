@@ -134,16 +134,17 @@ def render_wavegrad(data: dict) -> str:
     lines = [
         f"{len(data['test_utterances'])} test utterances of asterisk-core-sounds-en-g722 (Allison), re-synthesised "
         "from the real recording's log-mel (80 bins, n_fft 1024, hop 256). Real-time factor on "
-        f"{data['machine'].get('cpu', '?')} with {data.get('threads', '?')} torch thread(s).",
+        f"{data['machine'].get('cpu', '?')} with the torch threads of each row.",
         "",
-        "| method | prior | schedule | steps | train h | PESQ | STOI | log-mel L1 | MR-STFT | RTF |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | prior | schedule | steps | train h | PESQ | STOI | log-mel L1 | MR-STFT | RTF | threads |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in data["rows"]:
         steps = f"{r['steps']}" + (f" ({r['utterances']} utt.)" if r.get("utterances", 20) < 20 else "")
         lines.append(
             f"| {r['method']} | {r['prior'] or '-'} | {r['schedule']} | {steps} | {r['train_hours']:.3f} | "
-            f"{r['pesq']:.2f} | {r['stoi']:.3f} | {r['mel_l1']:.3f} | {r['mrstft']:.3f} | {r['rtf']:.3f} |"
+            f"{r['pesq']:.2f} | {r['stoi']:.3f} | {r['mel_l1']:.3f} | {r['mrstft']:.3f} | {r['rtf']:.3f} | "
+            f"{r.get('threads', data.get('threads', '?'))} |"
         )
     by = {(r["prior"], r["schedule"], r["steps"]): r for r in data["rows"] if r["method"] == "wavegrad"}
     checks = []
@@ -218,6 +219,8 @@ def main() -> None:
             r, c = bench_run(run, prior, refs, plan, curve=not args.no_curve)
             rows += r
             curve += c
+    for r in rows:
+        r["threads"] = args.threads  # the RTF depends on it; rows merged with --update may differ
     res = {
         "command": command_line("benchmarks/wavegrad.py"),
         "machine": machine_info(),
@@ -235,7 +238,8 @@ def main() -> None:
             raise SystemExit(f"--update: {old_path} was measured on other test utterances; run without --update")
         key = lambda r: (r["method"], r["prior"], r["schedule"], r["steps"])  # noqa: E731
         new_keys = {key(r) for r in rows}
-        res["rows"] = [r for r in old["rows"] if key(r) not in new_keys] + rows
+        kept = [{"threads": old.get("threads"), **r} for r in old["rows"] if key(r) not in new_keys]
+        res["rows"] = kept + rows
         res["rows"].sort(key=lambda r: (r["method"] != "griffin-lim", str(r["prior"]), r["steps"], r["schedule"]))
         res["curve"] = old.get("curve", []) if args.no_curve else curve
         res["commands"] = [*old.get("commands", [old.get("command")]), res["command"]]
