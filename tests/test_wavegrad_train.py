@@ -116,3 +116,20 @@ def test_vocode_bad_input_one_line(trained, tmp_path, capsys):
     assert main(["vocode", str(trained), str(rate), "--resample", "-o", str(tmp_path / "o.wav")]) == 0
     assert main(["vocode", str(trained), str(rate), "--schedule", "searched", "--steps", "5", "-o", "x.wav"]) == 2
     assert "no searched 5-step schedule" in capsys.readouterr().err
+
+
+def test_fit_schedule_ends_the_decay_at_the_time_limit(tones, tmp_path):
+    cfg = tiny_config(tones, 100_000)
+    cfg.train.decay, cfg.train.warmup, cfg.train.final_lr_ratio, cfg.train.log_every = "cosine", 5, 0.0, 1
+    with pytest.raises(ValueError, match="time limit"):
+        train_wavegrad(cfg, tmp_path / "no-limit", fit_schedule=True)
+    res, tr = train_wavegrad(cfg, tmp_path / "fit", time_limit=4.0, fit_schedule=True)
+    fitted = tr.cfg.train.steps
+    assert tr.CALIB_WARM + tr.CALIB_TIMED < fitted < 100_000  # measured, not the configured 100,000
+    assert res.status in ("done", "time-limit") and res.exit_code == 0 and res.step <= fitted
+    saved = (tmp_path / "fit" / "config.yaml").read_text()
+    assert f"steps: {fitted}" in saved  # a resumed run keeps the fitted schedule
+    if res.status == "done":  # the usual case: the cosine ran to its end inside the time
+        assert res.step == fitted
+        last_lr = json.loads((tmp_path / "fit" / "metrics.jsonl").read_text().splitlines()[-1])["lr"]
+        assert last_lr < 0.01 * cfg.train.lr

@@ -25,19 +25,7 @@ else
 fi
 FM_W=${FM_W:-1.5}
 export OMP_NUM_THREADS=1  # a dozen processes share 16 cores
-# Many small processes share one GPU: with the MPS daemon their kernels run side by side instead of
-# time-sliced. Started only if a CUDA op works through it; otherwise stopped and we go on without.
-if [ "${DRY:-0}" != 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
-  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
-  mkdir -p /tmp/mps-pipe /tmp/mps-log
-  if nvidia-cuda-mps-control -d && timeout 60 $PY -c "import torch; print(torch.ones(4, device='cuda').sum().item())"; then
-    echo "MPS on" > "$W/mps.txt"
-  else
-    echo quit | nvidia-cuda-mps-control 2>/dev/null
-    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
-    echo "MPS off" > "$W/mps.txt"
-  fi
-fi
+[ "${DRY:-0}" != 1 ] && . scripts/gpu/mps.sh  # MPS: the processes' kernels run side by side
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$W/nvidia-smi.txt" 2>&1
 date -u +%FT%TZ > "$W/started.txt"
 

@@ -12,7 +12,8 @@
 # With constriction importable (a cp312 wheel in .whl/), it then runs benchmarks/ardm.py on the GPU for
 # whatever time is left (-> $OUT/ardm-fmnist/ardm-codec.json); without it, run the benchmark on the CPU.
 # Settings: ARDM_TRAIN_SECONDS, ARDM_TOTAL_SECONDS, ARDM_INIT (weights the OA-ARDM starts from, e.g.
-# artifacts/ardm-fmnist-ft), ARDM_DATA (Fashion-MNIST folder), ARDM_RUNS (scratch), PYTHON.
+# artifacts/ardm-fmnist-ft), ARDM_MODELS (e.g. "oa": train only those), ARDM_LR, ARDM_FINAL_LR_RATIO,
+# ARDM_WARMUP (learning rate for fine-tuning), ARDM_DATA (Fashion-MNIST folder), ARDM_RUNS (scratch), PYTHON.
 set -euo pipefail
 : "${OUT:?set OUT to the output folder}"
 PY=${PYTHON:-python3}

@@ -36,6 +36,11 @@ RUNS = Path(os.environ.get("ARDM_RUNS", "/tmp/ardm-runs"))
 # name, branching, share of the training time, U-Net channels, ship the weights (the OA-ARDM codes images;
 # the Upscale ARDMs give the parallel-generation table only, so their weights stay behind: 16 MB limit)
 MODELS = [("oa", 0, 0.6, 64, True), ("up4", 4, 0.2, 32, False), ("up2", 2, 0.2, 32, False)]
+# ARDM_MODELS=oa trains only those models, their shares scaled up to fill ARDM_TRAIN_SECONDS
+ONLY = [m for m in os.environ.get("ARDM_MODELS", "").split(",") if m]
+if ONLY:
+    MODELS = [m for m in MODELS if m[0] in ONLY]
+    MODELS = [(n, b, share / sum(m[2] for m in MODELS), c, ship) for n, b, share, c, ship in MODELS]
 BUDGETS = [8, 16, 32, 49, 98, 196, 392, 784, 1568, 3136]
 
 
@@ -47,12 +52,16 @@ def overrides(branching: int, channels: int) -> list[str]:
     o = [f"model.branching={branching}", "train.progress=false", "train.ckpt_every=0"]
     o.append(f"model.unet.channels={channels}")
     if SMOKE:
-        o += [
-            "train.device=cpu", "train.precision=fp32", "data.batch_size=16", "train.threads=1",
-            "model.unet.channels=16", "model.unet.attn_levels=[]", "model.unet.num_blocks=1", "model.mixtures=3",
-        ]  # fmt: skip
+        o += ["train.device=cpu", "train.precision=fp32", "data.batch_size=16", "train.threads=1"]
+        if not (branching == 0 and os.environ.get("ARDM_INIT")):  # a tiny network, unless weights must fit it
+            o += ["model.unet.channels=16", "model.unet.attn_levels=[]", "model.unet.num_blocks=1", "model.mixtures=3"]
     else:
         o += ["train.device=cuda", "train.precision=bf16", "data.batch_size=256", "train.lr=8e-4"]
+    # fine-tuning from ARDM_INIT wants a lower peak and a decay to near zero: ARDM_LR, ARDM_FINAL_LR_RATIO,
+    # ARDM_WARMUP override the recipe's (e.g. 2.5e-4, 0.02, 100)
+    for env, key in (("ARDM_LR", "lr"), ("ARDM_FINAL_LR_RATIO", "final_lr_ratio"), ("ARDM_WARMUP", "warmup")):
+        if os.environ.get(env):
+            o.append(f"train.{key}={os.environ[env]}")
     if branching == 0 and os.environ.get("ARDM_INIT"):  # continue the OA-ARDM from saved weights
         o.append(f"train.init={os.environ['ARDM_INIT']}")
     return o

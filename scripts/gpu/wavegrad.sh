@@ -16,7 +16,10 @@
 # WAVEGRAD_WEIGHTS_RUNS (runs whose snapshots keep weights: standard), WAVEGRAD_SEARCH (search arguments,
 # "--search 6 --clips 8 --seconds 1.5"), WAVEGRAD_PARALLEL (1: both runs at once; 0: one after the
 # other), WAVEGRAD_KEEP_STATE (1: keep fp32 model weights + optimizer state, ~35 MB a run, to resume),
-# WAVEGRAD_EXTRA (more KEY=VALUE overrides), PY or PYTHON (python3).
+# WAVEGRAD_EXTRA (more KEY=VALUE overrides), WAVEGRAD_PRIORS ("standard priorgrad": the runs to train),
+# WAVEGRAD_INIT_PREFIX (continue each run from PREFIX<prior>, e.g. artifacts/wavegrad-, with that
+# checkpoint's PriorGrad energy reference), WAVEGRAD_FIT (1: --fit-schedule, the learning-rate decay ends
+# when the minutes are up; give train.decay=cosine in WAVEGRAD_EXTRA), PY or PYTHON (python3).
 set -uo pipefail
 : "${OUT:?set OUT to the output folder}"
 PY=${PYTHON:-${PY:-python3}}
@@ -44,14 +47,21 @@ mkdir -p "$OUT"
   > "$OUT/wavegrad-env.txt" 2>&1
 
 train() {  # $1 = prior
-  local run="$OUT/wavegrad-$1" keep=""
+  local run="$OUT/wavegrad-$1" keep="" init=() fit=()
   case ",$WEIGHTS_RUNS," in *",$1,"*) keep=$KEEP ;; esac
+  if [ -n "${WAVEGRAD_INIT_PREFIX:-}" ]; then
+    local from="${WAVEGRAD_INIT_PREFIX}$1"
+    init=("train.init=$from")
+    [ "$1" = priorgrad ] && init+=("model.prior_energy_ref=$("$PY" -c "import json, sys
+print(json.load(open(sys.argv[1] + '/checkpoint/format.json'))['model_config']['prior_energy_ref'])" "$from")")
+  fi
+  [ "${WAVEGRAD_FIT:-0}" = 1 ] && fit=(--fit-schedule)
   # shellcheck disable=SC2086
   PYTHONPATH=src "$PY" -m difflab wavegrad-train configs/wavegrad-small.yaml --out "$run" --device "$DEVICE" \
     --minutes "$MINUTES" --snapshots "$SNAPS" --snapshot-weights "$keep" --no-progress $SEARCH \
     model.prior="$1" data.options.source=cache data.options.root="$CACHE" train.precision="$PRECISION" \
     data.batch_size="$BATCH" train.threads="$THREADS" train.log_every=100 train.ckpt_every=2000 \
-    ${WAVEGRAD_EXTRA:-} > "$OUT/wavegrad-$1.log" 2>&1
+    "${init[@]}" "${fit[@]}" ${WAVEGRAD_EXTRA:-} > "$OUT/wavegrad-$1.log" 2>&1
   echo "wavegrad-$1: exit $?" >> "$OUT/wavegrad-env.txt"
   if [ "${WAVEGRAD_KEEP_STATE:-0}" != 1 ] && [ -f "$run/checkpoint/ema.safetensors" ]; then
     rm -f "$run/checkpoint/model.safetensors" "$run/checkpoint/state.pt"
@@ -63,14 +73,11 @@ f = sys.argv[1]; save_file({k: v.to(torch.bfloat16) for k, v in load_file(f).ite
 }
 
 start=$(date +%s)
-if [ "${WAVEGRAD_PARALLEL:-$D_PAR}" = 1 ]; then
-  train standard &
-  train priorgrad &
-  wait
-else
-  train standard
-  train priorgrad
-fi
+PRIORS=${WAVEGRAD_PRIORS:-standard priorgrad}
+for prior in $PRIORS; do
+  if [ "${WAVEGRAD_PARALLEL:-$D_PAR}" = 1 ]; then train "$prior" & else train "$prior"; fi
+done
+wait
 echo "wall seconds: $(( $(date +%s) - start ))" | tee -a "$OUT/wavegrad-env.txt"
 du -sh "$OUT" >> "$OUT/wavegrad-env.txt"
 tail -n 4 "$OUT"/wavegrad-*.log

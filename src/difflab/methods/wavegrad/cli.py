@@ -50,6 +50,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="train.device")
     p.add_argument("--minutes", type=_positive_float, help="stop cleanly (with a checkpoint) after this many minutes")
     p.add_argument(
+        "--fit-schedule",
+        action="store_true",
+        help="with --minutes: set train.steps from the measured speed so the learning-rate decay "
+        "(train.decay=cosine|linear) ends when the time is up",
+    )
+    p.add_argument(
         "--snapshots", default="", metavar="S,S", help="training seconds at which to score and save EMA snapshots"
     )
     p.add_argument(
@@ -67,9 +73,12 @@ def run_train(args: argparse.Namespace) -> int:
     snaps = tuple(float(s) for s in args.snapshots.split(",") if s.strip())
     keep = None if args.snapshot_weights is None else tuple(float(s) for s in args.snapshot_weights.split(",") if s)
     limit = args.minutes * 60 if args.minutes else None
+    if args.fit_schedule and limit is None:
+        raise SystemExit("error: --fit-schedule needs --minutes (it fits train.steps into that time)")
     result, trainer = train_wavegrad(
-        cfg, run_dir, resume=args.resume, time_limit=limit, snapshots=snaps, snapshot_weights=keep
-    )
+        cfg, run_dir, resume=args.resume, time_limit=limit, snapshots=snaps, snapshot_weights=keep,
+        fit_schedule=args.fit_schedule,
+    )  # fmt: skip
     if args.search and result.status in ("done", "time-limit") and trainer.dist.is_main:
         _search(run_dir, args.search, args, trainer.corpus.split("val"), trainer.device)
     return 0 if result.status in ("done", "time-limit", "paused") else result.exit_code

@@ -11,7 +11,9 @@ A run config is a normal difflab recipe (``configs/wavegrad-small.yaml``): ``mod
 (asterisk|cache|folder|ljspeech), ``root`` and ``segment_frames``. Extra to the Trainer:
 ``time_limit`` (seconds) stops a session cleanly, and ``snapshots`` (seconds of training time) score
 the EMA model on validation clips and write its weights (bf16 safetensors) to ``RUN/snapshots/`` for
-quality-vs-training-time curves.
+quality-vs-training-time curves. With ``fit_schedule`` and a time limit, ``train.steps`` is set from the
+speed measured over the first updates, so that a decaying learning rate (``train.decay``) reaches its
+end when the time is up, not at a step count guessed in advance.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import numpy as np
 import torch
 
 from ...train.checkpoint import load_checkpoint
+from ...config import dump_yaml
 from ...train.config import RunConfig
+from ...train.distributed import all_reduce_sum
 from ...train.trainer import Trainer
 from .audio import MelConfig, log_mel
 from .data import Corpus, SegmentDataset, load_corpus
@@ -57,18 +61,24 @@ class WaveGradTrainer(Trainer):
         time_limit: float | None = None,
         snapshots: tuple[float, ...] = (),
         snapshot_weights: tuple[float, ...] | None = None,
+        fit_schedule: bool = False,
     ) -> None:
+        if fit_schedule and time_limit is None:
+            raise ValueError("fit_schedule needs a time limit (--minutes): it fits train.steps into that time")
         self.time_limit, self.snapshot_times = time_limit, sorted(snapshots)
+        self.fit_schedule = fit_schedule
+        self._calib: tuple[int, float] | None = None
         self.snapshot_weights = None if snapshot_weights is None else set(snapshot_weights)
         self._val_clips: torch.Tensor | None = None
         torch.backends.cudnn.benchmark = True  # fixed segment shapes: let cuDNN pick the fastest convs
-        self.time_up, self.corpus = False, None
+        self.time_up, self.schedule_done, self.corpus = False, False, None
         self.train_seconds_before = 0.0
         super().__init__(cfg, run_dir, resume=resume)
         if resume:
             self.train_seconds_before = float(
                 load_checkpoint(self.ckpt_dir, with_state=False).meta.get("train_seconds", 0)
             )
+        self.start_step = self.step
         self.levels = noise_levels(train_betas())
         self.mel = WaveGradConfig(**self.model_config).mel_config
         self.t_start = time.perf_counter()
@@ -121,8 +131,38 @@ class WaveGradTrainer(Trainer):
     def train_seconds(self) -> float:
         return self.train_seconds_before + time.perf_counter() - self.t_start
 
+    # updates that warm up (compilation, allocation, cuDNN autotuning) and then time the speed
+    CALIB_WARM, CALIB_TIMED = 20, 40
+
+    def _fit_steps(self) -> None:
+        """At the end of the timed updates: ``train.steps`` = the updates that fit into the time limit."""
+        t, now = self.cfg.train, time.perf_counter()
+        if self._calib is None:
+            self._calib = (self.step, now)
+            return
+        step0, t0 = self._calib
+        rate = (self.step - step0) / max(now - t0, 1e-9)
+        left = self.time_limit - (now - self.t_start)  # type: ignore[operator]
+        steps = self.step + max(1, int(rate * left * 0.97))  # 3% for snapshots and speed noise
+        if self.dist.enabled:  # every process takes the main process's count, or they would stop apart
+            n = torch.tensor(float(steps if self.dist.is_main else 0), device=self.device)
+            steps = int(all_reduce_sum(n, self.dist).item())
+        if self.dist.is_main:
+            print(
+                f"fit_schedule: {rate:.2f} updates/s -> train.steps {t.steps} -> {steps} "
+                f"(to resume this run later, pass train.steps={steps})",
+                flush=True,
+            )
+        t.steps, self.fit_schedule = steps, False
+        if self.dist.is_main:  # the run's config.yaml tells what was run
+            (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg.to_dict()))
+
     def _update(self, batches: Any) -> tuple[float, float, bool]:
         loss, grad_norm, stop = super()._update(batches)
+        if self.fit_schedule and self.step - self.start_step in (self.CALIB_WARM, self.CALIB_WARM + self.CALIB_TIMED):
+            self._fit_steps()
+        if self.step >= self.cfg.train.steps:  # steps can shrink during the run (fit_schedule)
+            self.schedule_done, stop = True, True
         now = self.train_seconds()
         while self.snapshot_times and now >= self.snapshot_times[0]:
             at = self.snapshot_times.pop(0)
@@ -169,23 +209,29 @@ def train_wavegrad(
     time_limit: float | None = None,
     snapshots: tuple[float, ...] = (),
     snapshot_weights: tuple[float, ...] | None = None,
+    fit_schedule: bool = False,
 ) -> tuple[Any, WaveGradTrainer]:
     """Train (or resume) a WaveGrad run; returns (TrainResult, trainer). A time limit ends with status "time-limit".
 
     ``snapshots``: training seconds at which to score the EMA model on validation clips (and save its
-    weights, at the times in ``snapshot_weights``; None: at every snapshot)."""
+    weights, at the times in ``snapshot_weights``; None: at every snapshot). ``fit_schedule``: set
+    ``train.steps`` so the learning-rate schedule ends at the time limit (see the module doc)."""
     trainer = WaveGradTrainer(
-        cfg, run_dir, resume=resume, time_limit=time_limit, snapshots=snapshots, snapshot_weights=snapshot_weights
-    )
+        cfg, run_dir, resume=resume, time_limit=time_limit, snapshots=snapshots, snapshot_weights=snapshot_weights,
+        fit_schedule=fit_schedule,
+    )  # fmt: skip
     try:
         result = trainer.fit()
     finally:
         trainer.close()
-    if trainer.time_up and trainer.dist.is_main:
-        result.status, result.signal = "time-limit", None
-        summary_path = trainer.run_dir / "summary.json"
-        summary = json.loads(summary_path.read_text())
-        summary.update(status="time-limit", signal=None, train_seconds=round(trainer.train_seconds(), 2))
-        summary_path.write_text(json.dumps(summary, indent=1))
-        print(f"time limit of {time_limit:.0f} s reached: the stop above is the time limit, not a signal", flush=True)
+    if (trainer.time_up or trainer.schedule_done) and trainer._signal is None:
+        status = "done" if trainer.schedule_done else "time-limit"
+        result.status, result.signal = status, None
+        if trainer.dist.is_main:
+            summary_path = trainer.run_dir / "summary.json"
+            summary = json.loads(summary_path.read_text())
+            summary.update(status=status, signal=None, train_seconds=round(trainer.train_seconds(), 2))
+            summary_path.write_text(json.dumps(summary, indent=1))
+            why = f"time limit of {time_limit:.0f} s" if status == "time-limit" else f"end of the schedule ({result.step})"
+            print(f"{why} reached: the stop above is that, not a signal", flush=True)
     return result, trainer
