@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...train.checkpoint import load_checkpoint
 from ...config import dump_yaml
+from ...train.checkpoint import load_checkpoint
 from ...train.config import RunConfig
 from ...train.distributed import all_reduce_sum
 from ...train.trainer import Trainer
@@ -232,6 +232,6 @@ def train_wavegrad(
             summary = json.loads(summary_path.read_text())
             summary.update(status=status, signal=None, train_seconds=round(trainer.train_seconds(), 2))
             summary_path.write_text(json.dumps(summary, indent=1))
-            why = f"time limit of {time_limit:.0f} s" if status == "time-limit" else f"end of the schedule ({result.step})"
+            why = f"end of the schedule ({result.step})" if trainer.schedule_done else f"time limit of {time_limit:.0f} s"
             print(f"{why} reached: the stop above is that, not a signal", flush=True)
     return result, trainer
