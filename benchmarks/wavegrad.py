@@ -241,7 +241,11 @@ def main() -> None:
         kept = [{"threads": old.get("threads"), **r} for r in old["rows"] if key(r) not in new_keys]
         res["rows"] = kept + rows
         res["rows"].sort(key=lambda r: (r["method"] != "griffin-lim", str(r["prior"]), r["steps"], r["schedule"]))
-        res["curve"] = old.get("curve", []) if args.no_curve else curve
+        # the curve grows: points of earlier runs stay unless this run measured the same point again
+        ckey = lambda c: (c["prior"], c.get("kind", "test"), round(c["train_seconds"]))  # noqa: E731
+        new_points = {ckey(c) for c in curve}
+        res["curve"] = [c for c in old.get("curve", []) if ckey(c) not in new_points] + curve
+        res["curve"].sort(key=lambda c: (c["prior"], c.get("kind", "test"), c["train_seconds"]))
         res["commands"] = [*old.get("commands", [old.get("command")]), res["command"]]
         res["runs"] = {k: v or old.get("runs", {}).get(k) for k, v in res["runs"].items()}
     print(render_wavegrad(res))

@@ -133,3 +133,15 @@ def test_fit_schedule_ends_the_decay_at_the_time_limit(tones, tmp_path):
         assert res.step == fitted
         last_lr = json.loads((tmp_path / "fit" / "metrics.jsonl").read_text().splitlines()[-1])["lr"]
         assert last_lr < 0.01 * cfg.train.lr
+
+
+def test_init_from_a_checkpoint_counts_its_training_time(trained, tones, tmp_path):
+    before = json.loads((trained / "checkpoint" / "format.json").read_text())["train_seconds"]
+    cfg = tiny_config(tones, 3)
+    cfg.train.init = str(trained)
+    res, tr = train_wavegrad(cfg, tmp_path / "cont", snapshots=(0.0,))
+    assert tr.train_seconds_before == before > 0
+    after = json.loads((tmp_path / "cont" / "checkpoint" / "format.json").read_text())["train_seconds"]
+    assert after > before  # the continued weights' time includes the first run's
+    snap = json.loads(next((tmp_path / "cont" / "snapshots").glob("*.json")).read_text())
+    assert snap["train_seconds"] >= before

@@ -40,9 +40,10 @@ job ardm $((SECS + 150)) env OUT="$W/ardm" DRY="${DRY:-0}" PYTHON="$PY" ARDM_DAT
   ARDM_TRAIN_SECONDS="$SECS" ARDM_TOTAL_SECONDS=$((SECS + 60)) bash scripts/gpu/ardm.sh
 job wavegrad $((SECS + 150)) env OUT="$W/wavegrad" DRY="${DRY:-0}" PY="$PY" WAVEGRAD_MINUTES="$MINUTES" WAVEGRAD_FIT=1 \
   WAVEGRAD_INIT_PREFIX=artifacts/wavegrad- WAVEGRAD_BATCH="${WAVEGRAD_BATCH:-$([ "${DRY:-0}" = 1 ] && echo 4 || echo 128)}" \
-  WAVEGRAD_SNAPSHOTS="$([ "${DRY:-0}" = 1 ] && echo 5 || echo 60,120,180,240,300,360)" WAVEGRAD_SNAPSHOT_WEIGHTS="" \
+  WAVEGRAD_SNAPSHOTS="$([ "${DRY:-0}" = 1 ] && echo 5 || echo 360,420,480,540,600,660)" WAVEGRAD_SNAPSHOT_WEIGHTS="" \
   WAVEGRAD_EXTRA="train.lr=5e-4 train.warmup=50 train.decay=cosine train.final_lr_ratio=0.02" \
   bash scripts/gpu/wavegrad.sh
+# (snapshot times count the training seconds recorded with the init weights: 300 s for the committed ones)
 wait
 date -u +%FT%TZ > "$W/finished.txt"
 [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && (echo quit | nvidia-cuda-mps-control)

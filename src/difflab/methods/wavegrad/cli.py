@@ -56,7 +56,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "(train.decay=cosine|linear) ends when the time is up",
     )
     p.add_argument(
-        "--snapshots", default="", metavar="S,S", help="training seconds at which to score and save EMA snapshots"
+        "--snapshots",
+        default="",
+        metavar="S,S",
+        help="training seconds at which to score and save EMA snapshots (counted from the start of the weights' "
+        "training: with train.init or --resume, the seconds recorded with them are included)",
     )
     p.add_argument(
         "--snapshot-weights", metavar="S,S", help="save snapshot weights only at these of the --snapshots times"

@@ -9,11 +9,13 @@ else (AdamW, EMA, bf16/fp16, DDP, exact resume, signals) is the shared loop.
 A run config is a normal difflab recipe (``configs/wavegrad-small.yaml``): ``model`` holds the
 :class:`.net.WaveGradConfig` (with ``mel`` and ``prior``), ``data.options`` holds ``source``
 (asterisk|cache|folder|ljspeech), ``root`` and ``segment_frames``. Extra to the Trainer:
-``time_limit`` (seconds) stops a session cleanly, and ``snapshots`` (seconds of training time) score
-the EMA model on validation clips and write its weights (bf16 safetensors) to ``RUN/snapshots/`` for
-quality-vs-training-time curves. With ``fit_schedule`` and a time limit, ``train.steps`` is set from the
-speed measured over the first updates, so that a decaying learning rate (``train.decay``) reaches its
-end when the time is up, not at a step count guessed in advance.
+``time_limit`` (seconds of this session) stops a session cleanly, and ``snapshots`` (seconds of
+training time) score the EMA model on validation clips and write its weights (bf16 safetensors) to
+``RUN/snapshots/`` for quality-vs-training-time curves. Training seconds count from the start of the
+weights' training: a run resumed, or started from a WaveGrad checkpoint with ``train.init``, adds the
+seconds recorded with it. With ``fit_schedule`` and a time limit, ``train.steps`` is set from the speed
+measured over the first updates, so that a decaying learning rate (``train.decay``) reaches its end
+when the time is up, not at a step count guessed in advance.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ def energy_reference(audio: list[np.ndarray], mel: MelConfig, quantile: float = 
     return float(torch.quantile(torch.cat(energies)[:1_000_000], quantile))
 
 
+def init_train_seconds(path: str | Path) -> float:
+    """Training seconds recorded with the weights at ``path`` (a WaveGrad run, checkpoint or snapshot); 0 if none."""
+    p = Path(path)
+    for meta in (p.with_suffix(".json"), p / "format.json", p / "checkpoint" / "format.json"):
+        if meta.is_file() and meta.suffix == ".json":
+            return float(json.loads(meta.read_text()).get("train_seconds", 0))
+    return 0.0
+
+
 class WaveGradTrainer(Trainer):
     """The Trainer with WaveGrad's data, network and loss (see the module doc)."""
 
@@ -78,6 +89,8 @@ class WaveGradTrainer(Trainer):
             self.train_seconds_before = float(
                 load_checkpoint(self.ckpt_dir, with_state=False).meta.get("train_seconds", 0)
             )
+        elif cfg.train.init:  # continuing trained weights: their training time counts (curves, train_hours)
+            self.train_seconds_before = init_train_seconds(cfg.train.init)
         self.start_step = self.step
         self.levels = noise_levels(train_betas())
         self.mel = WaveGradConfig(**self.model_config).mel_config
@@ -232,6 +245,8 @@ def train_wavegrad(
             summary = json.loads(summary_path.read_text())
             summary.update(status=status, signal=None, train_seconds=round(trainer.train_seconds(), 2))
             summary_path.write_text(json.dumps(summary, indent=1))
-            why = f"end of the schedule ({result.step})" if trainer.schedule_done else f"time limit of {time_limit:.0f} s"
+            why = (
+                f"end of the schedule ({result.step})" if trainer.schedule_done else f"time limit of {time_limit:.0f} s"
+            )
             print(f"{why} reached: the stop above is that, not a signal", flush=True)
     return result, trainer
