@@ -73,3 +73,24 @@ def test_eval_reports_bpd_and_parallel_rows(run, tmp_path):
     assert 0 < res["nll_bpd"] < 8 and res["nll_bpd_se"] > 0
     assert [r["steps"] for r in res["parallel"]] == [4, 64]
     assert (run / "checkpoint" / "ardm_steps.json").is_file()
+
+
+def test_step_losses_script_uses_the_last_test_images(run):
+    import importlib.util
+
+    from difflab.methods.ardm.objective import step_losses
+    from difflab.methods.ardm.train import STEPS_FILE, data_tensor, load_ardm, make_data
+    from difflab.train.config import load_run_config
+
+    spec = importlib.util.spec_from_file_location("ardm_step_losses", "scripts/ardm_step_losses.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(run), "--images", "20", "--grid", "4", "--threads", "1"]) == 0
+    saved = json.loads((run / "checkpoint" / STEPS_FILE).read_text())
+    data = data_tensor(make_data(load_run_config("configs/ardm-digits.yaml", TINY), "test"))
+    model = load_ardm(run / "checkpoint")
+    assert saved["images"] == 20 and saved["which"] == f"test {len(data) - 20}..{len(data) - 1}"
+    assert saved["losses"] == step_losses(model, data[-20:], grid=4, seed=1)  # the held-out end of the split
+    assert saved["losses"] != step_losses(model, data[:20], grid=4, seed=1)
+    with pytest.raises(SystemExit):
+        script.main([str(run), "--images", str(len(data) + 1)])
