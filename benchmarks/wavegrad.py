@@ -169,14 +169,18 @@ def render_wavegrad(data: dict) -> str:
     if test_curve:
         head = "| prior | train s | step | PESQ | STOI | log-mel L1 |\n|---|---:|---:|---:|---:|---:|"
         lines += ["", "Quality vs training time (test utterances, 6 steps):", "", head]
+        restart = "train s counts from the start of the weights' training; the step restarts at 0 in a run continued"
+        restart += " from earlier weights (train.init), with a fresh optimizer and learning-rate schedule."
         for p in test_curve:
             lines.append(
                 f"| {p['prior']} | {p['train_seconds']:.0f} | {p['step']} | {p['pesq']:.2f} | {p['stoi']:.3f} | "
                 f"{p['mel_l1']:.3f} |"
             )
+        lines += ["", restart]
     val_curve = [p for p in data.get("curve", []) if "val_mel_l1_6" in p]
     if val_curve:
-        lines += ["", "Validation log-mel L1 during training (8 clips of 1.5 s, fixed 6-step schedule):", "",
+        lines += ["", "Validation log-mel L1 during training (the 6 validation utterances of at least 1.5 s, a 1.5 s "
+                  "clip of each; fixed 6-step schedule; step as above):", "",
                   "| prior | train s | step | val log-mel L1 |", "|---|---:|---:|---:|"]  # fmt: skip
         for p in sorted(val_curve, key=lambda p: (p["prior"], p["train_seconds"])):
             lines.append(f"| {p['prior']} | {p['train_seconds']:.0f} | {p['step']} | {p['val_mel_l1_6']:.3f} |")
