@@ -174,8 +174,8 @@ class WaveGradTrainer(Trainer):
         loss, grad_norm, stop = super()._update(batches)
         if self.fit_schedule and self.step - self.start_step in (self.CALIB_WARM, self.CALIB_WARM + self.CALIB_TIMED):
             self._fit_steps()
-        if self.step >= self.cfg.train.steps:  # steps can shrink during the run (fit_schedule)
-            self.schedule_done, stop = True, True
+        if self._calib is not None and not self.fit_schedule and self.step >= self.cfg.train.steps:
+            self.schedule_done, stop = True, True  # the fitted end lies before the loop's own end
         now = self.train_seconds()
         while self.snapshot_times and now >= self.snapshot_times[0]:
             at = self.snapshot_times.pop(0)
