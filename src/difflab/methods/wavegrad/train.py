@@ -32,6 +32,7 @@ from ...config import dump_yaml
 from ...train.checkpoint import load_checkpoint
 from ...train.config import RunConfig
 from ...train.distributed import all_reduce_sum
+from ...train.stage import CHECKPOINT_DIR
 from ...train.trainer import Trainer
 from .audio import MelConfig, log_mel
 from .data import Corpus, SegmentDataset, load_corpus
@@ -53,9 +54,10 @@ def energy_reference(audio: list[np.ndarray], mel: MelConfig, quantile: float = 
 
 def init_train_seconds(path: str | Path) -> float:
     """Training seconds recorded with the weights at ``path`` (a WaveGrad run, checkpoint or snapshot); 0 if none."""
-    p = Path(path)
-    for meta in (p.with_suffix(".json"), p / "format.json", p / "checkpoint" / "format.json"):
-        if meta.is_file() and meta.suffix == ".json":
+    p = Path(path)  # resolved as train.init resolves it (trainer.init_weights): a weights file, or a folder
+    metas = [p.with_suffix(".json")] if p.is_file() else [p / "format.json", p / CHECKPOINT_DIR / "format.json"]
+    for meta in metas:
+        if meta.is_file():
             return float(json.loads(meta.read_text()).get("train_seconds", 0))
     return 0.0
 
