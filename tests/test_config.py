@@ -45,7 +45,7 @@ def test_unknown_nested_key_names_its_section():
 def test_run_config_typos_name_valid_keys():
     with pytest.raises(ValueError, match=r"'train\.lrr'.*did you mean 'lr'"):
         RunConfig.from_dict({"train": {"lrr": 1.0}})
-    with pytest.raises(ValueError, match=r"'traim'.*did you mean 'train'.*data, diffusion, model"):
+    with pytest.raises(ValueError, match=r"'traim'.*did you mean 'train'.*data, diffusion, method, model"):
         RunConfig.from_dict({"traim": {}})
     with pytest.raises(ValueError, match=r"data\.batchsize.*batch_size"):
         RunConfig.from_dict({"data": {"batchsize": 4}})
@@ -124,4 +124,4 @@ def test_shipped_recipes_are_valid(name):
     cfg = load_run_config(Path(__file__).parent.parent / "configs" / name)
     model = resolve_model_config(cfg, 1, 10)
     assert UNet(model).num_parameters() < 2_000_000
-    assert cfg.name == name.removesuffix(".yaml") and model["num_classes"] == (10 if cfg.data.conditional else 0)
+    assert cfg.name == name.removesuffix(".yaml") and model["num_classes"] == (10 if "class" in cfg.data.conditions else 0)

@@ -44,10 +44,12 @@ def test_describe() -> None:
 def test_digits_shapes_ranges_and_split() -> None:
     train, test = dd.get_dataset("digits"), dd.get_dataset("digits", "test")
     assert (len(train), len(test)) == (1497, 300)
-    x, y = train[0]
-    assert x.dtype == torch.float32 and x.shape == (1, 8, 8) and isinstance(y, int)
-    xs, ys = train.tensors()
-    assert xs.shape == (1497, 1, 8, 8) and ys.dtype == torch.int64
+    x, cond = train[0]
+    assert x.dtype == torch.float32 and x.shape == (1, 8, 8) and cond == {"class": int(train.labels[0])}
+    assert isinstance(cond["class"], int) and train.cond_keys == ("class",)
+    xs, conds = train.tensors()
+    ys = conds["class"]
+    assert xs.shape == (1497, 1, 8, 8) and ys.dtype == torch.int64 and list(conds) == ["class"]
     assert xs.min() == -1.0 and xs.max() == 1.0
     assert set(ys.tolist()) == set(range(10))
     assert np.bincount(test.labels).tolist() == [30] * 10  # stratified: 30 per class
@@ -62,7 +64,7 @@ def test_digits_shapes_ranges_and_split() -> None:
 
 def test_digits_discrete_view() -> None:
     ds = dd.get_dataset("digits", discrete=True)
-    k, y = ds[5]
+    k, _ = ds[5]
     assert k.dtype == torch.uint8 and k.shape == (1, 8, 8) and int(k.max()) <= 16
     assert ds.levels == 17 and int(torch.from_numpy(ds.images).max()) == 16
     assert torch.equal(dd.from_levels(k, 17), dd.get_dataset("digits")[5][0])
@@ -85,7 +87,7 @@ def test_levels_round_trip(levels: int) -> None:
 
 
 def _batches(loader: torch.utils.data.DataLoader, n: int = 3) -> list[torch.Tensor]:
-    return [y for _, (_, y) in zip(range(n), loader, strict=False)]
+    return [cond["class"] for _, (_, cond) in zip(range(n), loader, strict=False)]
 
 
 def test_make_loader_is_seeded() -> None:
@@ -96,11 +98,13 @@ def test_make_loader_is_seeded() -> None:
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     assert not all(torch.equal(u, v) for u, v in zip(a, c, strict=True))
     ordered = _batches(dd.make_loader(ds, 16, shuffle=False), 1)[0]
-    assert torch.equal(ordered, torch.from_numpy(ds.labels[:16]))
+    assert torch.equal(ordered, torch.from_numpy(ds.labels[:16])) and ordered.dtype == torch.int64
+    x, cond = next(iter(dd.make_loader(ds, 4, shuffle=False)))
+    assert x.shape == (4, 1, 8, 8) and x.dtype == torch.float32 and list(cond) == ["class"]
     # Two epochs of the same loader differ; forever() keeps going past the end of an epoch.
     loader = dd.make_loader(ds, 100, seed=1, drop_last=True)
     stream = dd.forever(loader)
-    first = [next(stream)[1] for _ in range(6)]
+    first = [next(stream)[1]["class"] for _ in range(6)]
     assert len(first) == 6 and not torch.equal(first[0], first[3])
 
 

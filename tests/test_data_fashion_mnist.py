@@ -32,7 +32,8 @@ needs_fashion = pytest.mark.skipif(
 def test_fashion_mnist_loads_official_split() -> None:
     train, test = dd.get_dataset("fashion-mnist"), dd.get_dataset("fashion-mnist", "test")
     assert (len(train), len(test)) == (60000, 10000)
-    x, y = train[0]
+    x, cond = train[0]
+    y = cond["class"]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and -1.0 <= float(x.min()) < float(x.max()) <= 1.0
     assert y == 9 and train.class_names[y] == "Ankle boot"  # the first training image is an ankle boot
     assert np.bincount(train.labels).tolist() == [6000] * 10

@@ -53,7 +53,8 @@ def test_transform_values_and_shapes(tree) -> None:
         ds = dd.ImageFolder(tree, size=8, resize=12)
         gray = dd.ImageFolder(tree, size=8, channels=1, discrete=True)
     for i in range(len(ds)):
-        x, y = ds[i]
+        x, cond = ds[i]
+        y = cond["class"]
         assert x.shape == (3, 8, 8) and x.dtype == torch.float32 and -1 <= float(x.min()) <= float(x.max()) <= 1
         target = torch.tensor(RED if y == 0 else BLUE, dtype=torch.float32).view(3, 1, 1) / 127.5 - 1
         if ds.files[i].name == "c.png":
@@ -74,7 +75,7 @@ def test_random_crop_follows_torch_seed(tmp_path) -> None:
     b = [ds[0][0] for _ in range(4)]
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     assert not all(torch.equal(a[0], u) for u in a[1:])
-    assert ds.class_names == ("",) and ds[0][1] == 0
+    assert ds.class_names == ("",) and ds[0][1] == {"class": 0}
 
 
 def test_truncated_jpeg_is_replaced_on_the_fly(tmp_path) -> None:

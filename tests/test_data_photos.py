@@ -16,11 +16,11 @@ def crops() -> dd.PhotoCrops:
 
 def test_shapes_and_ranges(crops) -> None:
     assert len(crops) == 64 and crops.photo_names == dd.TRAIN_PHOTOS
-    x, y = crops[0]
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= y < len(dd.TRAIN_PHOTOS)
+    x, cond = crops[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= cond["class"] < len(dd.TRAIN_PHOTOS)
     xs = torch.stack([crops[i][0] for i in range(len(crops))])
     assert float(xs.min()) >= -1 and float(xs.max()) <= 1 and float(xs.std()) > 0.1
-    labels = {crops[i][1] for i in range(len(crops))}
+    labels = {crops[i][1]["class"] for i in range(len(crops))}
     assert len(labels) > 5  # crops come from many photos
     k, _ = dd.PhotoCrops(size=16, length=4, channels=1, discrete=True)[0]
     assert k.shape == (1, 16, 16) and k.dtype == torch.uint8
@@ -54,13 +54,35 @@ def test_test_split_holds_out_photos() -> None:
 
 def test_low_res_pairs() -> None:
     pairs = dd.photo_crop_pairs("train", factor=4, size=32, length=8, seed=2)
-    hr, lr = pairs[1]
+    hr, cond = pairs[1]
+    lr = cond["lowres"]
     assert hr.shape == (3, 32, 32) and lr.shape == (3, 8, 8) and len(pairs) == 8
     assert torch.allclose(lr, F.avg_pool2d(hr[None], 4)[0], atol=1e-6)  # area = 4x4 block mean
-    assert torch.equal(hr, dd.PhotoCrops(size=32, length=8, seed=2)[1][0])
-    bic = dd.LowResPairs(dd.PhotoCrops(size=32, length=2), factor=2, mode="bicubic")[0][1]
+    base_x, base_cond = dd.PhotoCrops(size=32, length=8, seed=2)[1]
+    assert torch.equal(hr, base_x) and cond["class"] == base_cond["class"]  # the base item's class is kept
+    bic = dd.LowResPairs(dd.PhotoCrops(size=32, length=2), factor=2, mode="bicubic")[0][1]["lowres"]
     assert bic.shape == (3, 16, 16) and float(bic.abs().max()) <= 1
     with pytest.raises(ValueError, match="divide"):
         dd.downsample(hr, 5)
     with pytest.raises(ValueError, match="discrete=False"):
         dd.LowResPairs(dd.PhotoCrops(size=8, length=2, discrete=True))
+
+
+def test_rescaled_digits_shrink_and_lowres() -> None:
+    base = dd.get_dataset("digits", "train")
+    ds = dd.Rescaled(base, shrink=2, lowres_factor=2)
+    assert len(ds) == len(base) and ds.cond_keys == ("class", "lowres")
+    x, cond = ds[0]
+    assert x.shape == (1, 4, 4) and x.dtype == torch.float32
+    lr = cond["lowres"]
+    assert lr.shape == (1, 2, 2) and lr.dtype == torch.float32
+    assert -1 <= float(lr.min()) <= float(lr.max()) <= 1
+    assert isinstance(cond["class"], int) and cond["class"] == base[0][1]["class"] == int(base.labels[0])
+    xs, conds = ds.tensors()
+    assert xs.shape == (len(base), 1, 4, 4) and conds["lowres"].shape == (len(base), 1, 2, 2)
+    assert torch.equal(xs[0], x) and torch.equal(conds["lowres"][0], lr) and int(conds["class"][0]) == cond["class"]
+    bx, bcond = dd.collate([ds[i] for i in range(3)])
+    assert bx.shape == (3, 1, 4, 4) and set(bcond) == {"class", "lowres"}
+    assert bcond["class"].dtype == torch.int64 and bcond["lowres"].dtype == torch.float32
+    assert bcond["class"].tolist() == [ds[i][1]["class"] for i in range(3)]
+    assert torch.equal(bcond["lowres"], conds["lowres"][:3])

@@ -15,7 +15,7 @@ from difflab.cli import main
 from difflab.diffusion import CosineSchedule, ddim, make_denoiser
 from difflab.methods.distill import (
     DistillConfig,
-    DistillTrainer,
+    Distillation,
     _ddim_to,
     distill,
     distillation_loss,
@@ -134,7 +134,7 @@ TINY = {
 
 def _teacher(tmp_path, conditional=False, parameterization="v"):
     d = copy.deepcopy(TINY)
-    d["data"]["conditional"] = conditional
+    d["data"]["conditions"] = ["class"] if conditional else []
     d["diffusion"] = {"parameterization": parameterization}
     run = tmp_path / ("cond" if conditional else "uncond") / parameterization
     train(RunConfig.from_dict(d), run)
@@ -194,8 +194,8 @@ def test_guided_distillation_fixed_w_and_w_as_input(tmp_path, capsys):
     first = load_stage(teacher)
     second = load_stage(fixed.stages[0])
     for stage, guided in ((first, True), (second, False)):
-        tr = DistillTrainer(
-            copy.deepcopy(st.config), tmp_path / f"probe-{guided}", teacher=stage, dcfg=dcfg, n_student=2,
+        tr = Distillation(
+            copy.deepcopy(st.config), teacher=stage, dcfg=dcfg, n_student=2,
             student_config=student_model_config(stage.meta, dcfg, "v"),
         )  # fmt: skip
         assert tr.guide_teacher == guided

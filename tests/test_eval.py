@@ -126,9 +126,10 @@ def _fashion_mnist_or_skip() -> tuple[torch.Tensor, torch.Tensor]:
     from difflab.data import get_dataset
 
     try:
-        return get_dataset("fashion-mnist", "test").tensors()
+        x, cond = get_dataset("fashion-mnist", "test").tensors()
     except FileNotFoundError as e:
         pytest.skip(str(e))
+    return x, cond["class"]
 
 
 def test_digits_feature_net_reproduces_its_recorded_accuracy() -> None:
@@ -136,7 +137,8 @@ def test_digits_feature_net_reproduces_its_recorded_accuracy() -> None:
 
     meta = feature_net_metadata("digits")
     net = load_feature_net("digits")
-    x, y = get_dataset("digits", "test").tensors()
+    x, cond = get_dataset("digits", "test").tensors()
+    y = cond["class"]
     acc = class_accuracy(net, x, y)
     assert acc == pytest.approx(meta["test_accuracy"], abs=0.005)
     assert acc >= 0.97
@@ -201,7 +203,8 @@ def test_metadata_with_wrong_config_is_rejected(tmp_path: Path) -> None:
 def test_evaluate_floor_is_small_compared_to_noise() -> None:
     from difflab.data import get_dataset
 
-    x_test, y_test = get_dataset("digits", "test").tensors()
+    x_test, cond = get_dataset("digits", "test").tensors()
+    y_test = cond["class"]
     real = evaluate(x_test, "digits", labels=y_test)
     noise = evaluate(torch.rand(300, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1, "digits")
     assert real["n_floor"] == noise["n_floor"] == 300 and real["n_ref"] == 1497

@@ -117,7 +117,7 @@ def test_batch_order_is_a_pure_function_of_seed_and_step():
 
 
 def test_model_config_is_filled_from_data_and_checked():
-    cfg = tiny(diffusion={"parameterization": "both"}, data={"conditional": True}, train={"cond_drop": 0.2})
+    cfg = tiny(diffusion={"parameterization": "both"}, data={"conditions": ["class"]}, train={"cond_drop": 0.2})
     m = resolve_model_config(cfg, 1, 10)
     assert (m["in_channels"], m["out_channels"], m["num_classes"], m["cond_drop"]) == (1, 2, 10, {"class": 0.2})
     with pytest.raises(ValueError, match=r"'model.chanels' \(did you mean 'channels'\?\); valid keys of model:"):
@@ -125,7 +125,7 @@ def test_model_config_is_filled_from_data_and_checked():
     with pytest.raises(ValueError, match="model.in_channels=3 contradicts"):
         resolve_model_config(tiny(model={"in_channels": 3}), 1, 10)
     with pytest.raises(ValueError, match="has no class labels"):
-        resolve_model_config(tiny(data={"conditional": True}), 1, None)
+        resolve_model_config(tiny(data={"conditions": ["class"]}), 1, None)
 
 
 def test_precision_checks(tmp_path):
@@ -141,7 +141,7 @@ def test_exact_resume(tmp_path):
     cosine decay, dropout and label dropping (the global RNG) all in play."""
     cfg = tiny(
         model={"dropout": 0.1},
-        data={"conditional": True},
+        data={"conditions": ["class"]},
         train={"steps": 6, "grad_accum": 2, "warmup": 2, "decay": "cosine", "cond_drop": 0.3},
     )
     train(cfg, tmp_path / "full")
@@ -166,8 +166,8 @@ def test_exact_resume(tmp_path):
 def _deterministic_loss(trainer: Trainer):
     """A noise-free loss (no random t or eps), so only the batching differs between runs."""
 
-    def loss(x, cond):
-        out = trainer.model(x, torch.zeros(x.shape[0]), cond)
+    def loss(net, x, cond, generator):
+        out = net(x, torch.zeros(x.shape[0]), None)
         return ((out - x) ** 2).mean() + 0.01 * sum(p.square().sum() for p in trainer.net.parameters())
 
     return loss
@@ -177,7 +177,7 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
     def run(name, batch, accum):
         cfg = tiny(data={"batch_size": batch}, train={"steps": 3, "grad_accum": accum, "grad_clip": 0.0})
         t = Trainer(cfg, tmp_path / name)
-        t._loss = _deterministic_loss(t)
+        t.method.loss = _deterministic_loss(t)
         t.fit()
         return {k: v.detach().clone() for k, v in t.net.state_dict().items()}
 
@@ -191,8 +191,8 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = tiny(train={"steps": 8})
     trainer = Trainer(cfg, tmp_path / "bad")
-    real = trainer._loss
-    trainer._loss = lambda x, cond: real(x, cond) * (float("nan") if trainer.step == 3 else 1.0)
+    real = trainer.method.loss
+    trainer.method.loss = lambda *a: real(*a) * (float("nan") if trainer.step == 3 else 1.0)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at step 4; .*\(step 3\)"):
         trainer.fit()
     train(cfg, tmp_path / "good", until=3)
@@ -221,7 +221,7 @@ def test_resume_checks_the_checkpoint(tmp_path):
 
 
 def test_run_folder(tmp_path):
-    cfg = tiny(data={"conditional": True}, train={"steps": 4, "sample_every": 2, "warmup": 2}, sample={"guidance": 2.0})
+    cfg = tiny(data={"conditions": ["class"]}, train={"steps": 4, "sample_every": 2, "warmup": 2}, sample={"guidance": 2.0})
     result = train(cfg, tmp_path / "run")
     run = tmp_path / "run"
     assert result.exit_code == 0 and result.status == "done"
@@ -258,7 +258,8 @@ def test_loader_path_gives_the_same_batches_as_the_in_memory_path():
     fast, slow = Batches(digits, order)(3), Batches(NoTensors(), order)(3)
     for _ in range(4):
         (xa, ya), (xb, yb) = next(fast), next(slow)
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert torch.equal(xa, xb) and ya.keys() == yb.keys() == {"class"}
+        assert torch.equal(ya["class"], yb["class"]) and ya["class"].dtype == yb["class"].dtype == torch.int64
     x, y = digits[int(order.indices(3, 0)[0])]
     assert torch.equal(next(Batches(digits, order)(3))[0][0], x)
 

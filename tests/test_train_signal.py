@@ -70,14 +70,14 @@ def test_sigint_in_process_returns_130(tmp_path):
     from difflab.train import Trainer
 
     trainer = Trainer(cfg, tmp_path / "run")
-    real = trainer._loss
+    real = trainer.method.loss
 
-    def loss(x, c):
+    def loss(*args):
         if trainer.step == 2:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(x, c)
+        return real(*args)
 
-    trainer._loss = loss
+    trainer.method.loss = loss
     result = trainer.fit()
     assert (result.status, result.step, result.exit_code) == ("interrupted", 3, 130)
     assert load_checkpoint(tmp_path / "run/checkpoint").step == 3

@@ -152,17 +152,20 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint (exactly, on the same machine)")
     p.add_argument("--seed", type=_int_at_least(0), help="the one seed of data order, noise and samples (train.seed)")
     p.add_argument("--device", choices=DEVICES, help="train.device (default: from the config, auto)")
+    p.add_argument("--time-limit", type=_float_at_least(0.0), metavar="S", help="stop (with a checkpoint) after S s")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .train.commands import run_train  # lazy: imports torch
+    from .commands import run_train  # lazy: imports torch
 
     return run_train(args)
 
 
 def _add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
-    p.add_argument("run", metavar="RUN", help="run folder (or its checkpoint folder)")
+    p.add_argument(
+        "run", nargs="+", metavar="RUN", help="run folder (or its checkpoint folder); several: a cascade, base first"
+    )
     p.add_argument("--sampler", choices=SAMPLERS, help="sampler (default: the run's sample.sampler)")
     p.add_argument("--steps", type=_int_at_least(1), help="sampling steps (default: the run's sample.steps)")
     p.add_argument("--spacing", choices=("t", "lam"), help="grid uniform in t or log-SNR (default: sample.spacing)")
@@ -176,6 +179,10 @@ def _add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--labels", nargs="+", metavar="Y", help="class labels to cycle through, e.g. --labels 3 or 0,1,2")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights (default: %(default)s)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="device (default: %(default)s)")
+    p.add_argument(
+        "--aug", type=_float_at_least(0.0), help="cascade: noise level of the low-resolution input, a fraction of t "
+        "(default: the stage's sample.lowres_aug)"
+    )  # fmt: skip
     p.add_argument("--bf16", action="store_true", help="sample under bf16 autocast")
     p.add_argument(
         "--batch-size", type=_int_at_least(1), help="samples per batch (default: 500 on GPU, by image size on CPU)"
@@ -191,7 +198,7 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    from .train.commands import run_sample
+    from .commands import run_sample
 
     return run_sample(args)
 
@@ -204,7 +211,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .train.commands import run_eval
+    from .commands import run_eval
 
     return run_eval(args)
 

@@ -1,9 +1,11 @@
 """Image datasets, loaders and sample grids.
 
-Every dataset is a ``torch.utils.data.Dataset`` whose items are ``(image, label)``: ``image`` a
-float32 tensor (C, H, W) in [-1, 1], ``label`` an int. Each also has an integer view: ``levels``
-(17 for digits, 256 otherwise), ``get_levels(i)`` -> (uint8 tensor of levels 0..levels-1, label),
-``discrete=True`` to make items integer, and ``from_levels`` / ``to_levels`` to convert.
+Every dataset is a ``torch.utils.data.Dataset`` whose items are ``(image, cond)``: ``image`` a
+float32 tensor (C, H, W) in [-1, 1], ``cond`` a condition dict such as ``{"class": 3}`` (the keys
+in ``cond_keys``; :func:`collate` makes batches of them, keeping each key's dtype). Each also
+has an integer view: ``levels`` (17 for digits, 256 otherwise), ``get_levels(i)`` -> (uint8
+tensor of levels 0..levels-1, label), ``discrete=True`` to make items integer, and
+``from_levels`` / ``to_levels`` to convert.
 
 Names for ``get_dataset``: ``digits`` (sklearn 8x8, embedded), ``fashion-mnist`` (Debian
 ``dataset-fashion-mnist``), ``image-folder`` (a folder of images), ``photo-crops`` (crops of the
@@ -12,13 +14,13 @@ only when a dataset needs them.
 """
 
 from .arrays import ArrayImageDataset
-from .base import DatasetInfo, DataWarning, ImageDataset, from_levels, to_levels
+from .base import DatasetInfo, DataWarning, ImageDataset, collate, from_levels, to_levels
 from .digits import Digits, digits_split_indices
 from .fashion_mnist import FashionMNIST, load_fashion_mnist, read_idx
 from .folder import ImageFolder
 from .grid import make_grid, save_grid
 from .loader import forever, make_loader, seed_worker
-from .photos import TEST_PHOTOS, TRAIN_PHOTOS, LowResPairs, PhotoCrops, downsample, photo_crop_pairs
+from .photos import TEST_PHOTOS, TRAIN_PHOTOS, LowResPairs, PhotoCrops, Rescaled, downsample, photo_crop_pairs
 from .registry import dataset_options, describe, get_dataset, list_datasets
 
 __all__ = [
@@ -31,9 +33,11 @@ __all__ = [
     "ImageFolder",
     "LowResPairs",
     "PhotoCrops",
+    "Rescaled",
     "TEST_PHOTOS",
     "TRAIN_PHOTOS",
     "dataset_options",
+    "collate",
     "describe",
     "digits_split_indices",
     "downsample",

@@ -56,14 +56,14 @@ class ArrayImageDataset(ImageDataset):
             k = torch.nn.functional.pad(k, (self.pad,) * 4)
         return k, int(self.labels[index])
 
-    def tensors(self, discrete: bool | None = None) -> tuple[Tensor, Tensor]:
-        """The whole split as (images (N, C, H, W), labels int64 (N,)); float in [-1, 1] unless discrete."""
+    def tensors(self, discrete: bool | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The whole split as (images (N, C, H, W), {"class": labels int64 (N,)}); float in [-1, 1] unless discrete."""
         discrete = self.discrete if discrete is None else discrete
         k = torch.from_numpy(np.array(self.images))
         if self.pad:
             k = torch.nn.functional.pad(k, (self.pad,) * 4)
         x = k if discrete else from_levels(k, self.levels)
-        return x, torch.from_numpy(np.asarray(self.labels, dtype=np.int64))
+        return x, {"class": torch.from_numpy(np.asarray(self.labels, dtype=np.int64))}
 
     @property
     def info(self) -> DatasetInfo:

@@ -2,12 +2,13 @@
 
 Every image dataset stores or produces its pixels as integer *levels* ``0 .. levels-1``
 (uint8): 17 levels for the 8x8 digits (their raw values 0..16), 256 for everything else.
-An item is the pair ``(image, label)``:
+An item is the pair ``(image, cond)``:
 
 - ``image``: float32 tensor of shape (C, H, W) in [-1, 1], ``x = 2 k / (levels - 1) - 1``
   (``from_levels``); with ``discrete=True`` it is the uint8 tensor of levels ``k`` itself,
   the view that discrete models (autoregressive diffusion) need;
-- ``label``: a Python int (class index; 0 for unlabelled data).
+- ``cond``: the item's condition dict, ``{"class": label}`` (a Python int; 0 for unlabelled
+  data). ``cond_keys`` names the keys a dataset provides; :func:`collate` batches them.
 
 ``to_levels`` is the exact inverse of ``from_levels`` on the level grid.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -67,16 +69,31 @@ class DatasetInfo:
         return f"{self.name}: {self.summary} [{shape}, {self.levels} levels, {classes} classes, {items}]"
 
 
-class ImageDataset(Dataset[tuple[Tensor, int]]):
+def collate(items: list[tuple[Tensor, dict[str, Any]]]) -> tuple[Tensor, dict[str, Tensor]]:
+    """One batch from items ``(x, cond)``: ``x`` stacked, each condition key stacked on its own.
+
+    Tensors keep their dtype; Python ints become int64, floats float32 and bools bool, so a
+    class label stays an integer and a low-resolution image stays a float image.
+    """
+    x = torch.stack([torch.as_tensor(item[0]) for item in items])
+    keys = items[0][1].keys()
+    for i, item in enumerate(items):
+        if item[1].keys() != keys:
+            raise ValueError(f"item {i} has condition keys {sorted(item[1])}, item 0 has {sorted(keys)}")
+    return x, {k: torch.stack([torch.as_tensor(item[1][k]) for item in items]) for k in keys}
+
+
+class ImageDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
     """Base class: subclasses implement ``__len__`` and ``get_levels(i) -> (uint8 (C,H,W), label)``.
 
-    ``__getitem__`` returns ``(float32 image in [-1, 1], label)``, or ``(uint8 levels, label)``
-    when the dataset was built with ``discrete=True``.
+    ``__getitem__`` returns ``(float32 image in [-1, 1], {"class": label})``, or uint8 levels in
+    place of the image when the dataset was built with ``discrete=True``.
     """
 
     levels: int = 256
     discrete: bool = False
     split: str = "train"
+    cond_keys: tuple[str, ...] = ("class",)
 
     def get_levels(self, index: int) -> tuple[Tensor, int]:
         """Return item ``index`` as (uint8 tensor (C, H, W) of levels 0..levels-1, int label)."""
@@ -85,12 +102,12 @@ class ImageDataset(Dataset[tuple[Tensor, int]]):
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} items")
         k, label = self.get_levels(index % n)
-        return (k if self.discrete else from_levels(k, self.levels)), label
+        return (k if self.discrete else from_levels(k, self.levels)), {"class": label}
 
     @property
     def info(self) -> DatasetInfo:

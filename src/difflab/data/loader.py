@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .base import collate
+
 T = TypeVar("T")
 
 
@@ -37,6 +39,9 @@ def make_loader(
 ) -> DataLoader[Any]:
     """A DataLoader whose shuffling and worker RNGs follow ``seed``: same seed, same batches.
 
+    Items ``(x, cond)`` are batched by :func:`~difflab.data.collate` (unless ``collate_fn`` is
+    given): a batch is ``(x, cond)`` with each condition key stacked on its own, dtype kept
+    (``cond["class"]`` int64, ``cond["lowres"]`` float32).
     Each pass over the loader draws a new order from the loader's ``torch.Generator`` (seeded
     once here), so epoch ``e`` of two loaders built with the same seed match. With
     ``distributed`` (default: whether ``torch.distributed`` is initialised) a
@@ -48,6 +53,7 @@ def make_loader(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if distributed is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    kwargs.setdefault("collate_fn", collate)
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if distributed:

@@ -205,24 +205,49 @@ def downsample(x: Tensor, factor: int, mode: str = "area") -> Tensor:
     return out if x.ndim == 4 else out[0]
 
 
-class LowResPairs(Dataset[tuple[Tensor, Tensor]]):
-    """Wrap an image dataset: item i is ``(high_res, low_res)``, float32 in [-1, 1].
+class Rescaled(Dataset[tuple[Tensor, dict]]):
+    """Wrap an image dataset for cascades: item i is ``(x, cond)``, float32 in [-1, 1].
 
-    ``low_res = downsample(high_res, factor, mode)`` (see ``downsample``), clamped to [-1, 1];
-    labels are dropped. The base dataset must return float images (not ``discrete``).
+    ``x`` is the base image shrunk by ``shrink`` (1: as it is; a base stage at lower resolution);
+    ``cond`` is the base item's condition dict plus, when ``lowres_factor`` >= 1, ``"lowres"``:
+    ``x`` shrunk ``lowres_factor`` times more and clamped to [-1, 1] (a super-resolution stage's
+    input). Shrinking is :func:`downsample` with ``mode``. Whole in-memory splits shrink at once.
     """
 
-    def __init__(self, base: Dataset, factor: int = 4, mode: str = "area") -> None:
-        self.base, self.factor, self.mode = base, int(factor), mode
+    def __init__(self, base: Dataset, shrink: int = 1, lowres_factor: int = 0, mode: str = "area") -> None:
         if getattr(base, "discrete", False):
-            raise ValueError("LowResPairs needs a dataset of float images: build it with discrete=False")
+            raise ValueError("rescaling needs a dataset of float images: build it with discrete=False")
+        self.base, self.shrink, self.factor, self.mode = base, int(shrink), int(lowres_factor), mode
+        self.cond_keys = (*getattr(base, "cond_keys", ()), *(("lowres",) if self.factor >= 1 else ()))
+        if hasattr(base, "tensors"):
+            self.tensors = self._tensors
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        hr = self.base[index][0]
-        return hr, downsample(hr, self.factor, self.mode).clamp(-1.0, 1.0)
+    def _rescale(self, x: Tensor, cond: dict) -> tuple[Tensor, dict]:
+        x = downsample(x, self.shrink, self.mode) if self.shrink > 1 else x
+        if self.factor >= 1:
+            cond = {**cond, "lowres": downsample(x, self.factor, self.mode).clamp(-1.0, 1.0)}
+        return x, cond
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict]:
+        return self._rescale(*self.base[index])
+
+    def _tensors(self) -> tuple[Tensor, dict]:
+        return self._rescale(*self.base.tensors())  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:  # info, levels, class_names ... of the base
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+class LowResPairs(Rescaled):
+    """(high-res, {"lowres": high-res shrunk by ``factor``, ...}) pairs for super-resolution."""
+
+    def __init__(self, base: Dataset, factor: int = 4, mode: str = "area") -> None:
+        super().__init__(base, 1, factor, mode)
 
 
 def photo_crop_pairs(split: str = "train", factor: int = 4, mode: str = "area", **options: object) -> LowResPairs:

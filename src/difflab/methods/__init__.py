@@ -1,5 +1,50 @@
-"""Methods built from the shared parts: progressive distillation, ARDMs (+ lossless codec), WaveGrad.
+"""Methods built from the shared parts, and the one loader of what they train.
 
-Each submodule composes :mod:`difflab.diffusion`, :mod:`difflab.nets`, :mod:`difflab.data` and the
-one trainer of :mod:`difflab.train`; import them directly (``from difflab.methods import distill``).
+Each method is a :class:`difflab.train.Method` (image diffusion is the trainer's default; then
+progressive distillation, ARDMs with their lossless codec, WaveGrad, cascades of stages). Its
+checkpoints record its name, and :func:`load` dispatches on it::
+
+    stage = difflab.load("runs/digits")                    # a diffusion stage: stage.sample(16)
+    ardm = difflab.load("artifacts/ardm-fmnist-ft")        # an ARDM: estimate_nll, codec
+    voc = difflab.load("artifacts/wavegrad-priorgrad")     # a Vocoder: voc(mel, steps=6)
+    cascade = difflab.load(["runs/base", "runs/sr"])       # a Cascade: cascade.sample(16)
 """
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+# method name (in RunConfig.method and format.json) -> "module:class" of its Method
+METHODS = {
+    "diffusion": "difflab.train.stage:ImageDiffusion",
+    "ardm": "difflab.methods.ardm.train:ARDMMethod",
+    "wavegrad": "difflab.methods.wavegrad.train:WaveGradMethod",
+}
+
+
+def get_method(name: str) -> Any:
+    """The :class:`difflab.train.Method` class of ``name``; an unknown name lists the known ones."""
+    if name not in METHODS:
+        raise ValueError(
+            f"unknown method {name!r}; this difflab knows {', '.join(METHODS)} (written by a newer difflab?)"
+        )
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def load(path: str | Path | list[str | Path] | tuple[str | Path, ...], weights: str = "ema", device: Any = "cpu") -> Any:
+    """What a checkpoint holds, ready to use: a run, checkpoint or exported folder (dispatching on the
+    method recorded in its ``format.json``), a WaveGrad snapshot ``.safetensors``, or a list of
+    diffusion stage folders (a :class:`~.cascade.Cascade`, base first)."""
+    from ..train.checkpoint import checkpoint_path, read_meta
+
+    if isinstance(path, (list, tuple)):
+        from .cascade import Cascade
+
+        return Cascade.load(path, weights, device)
+    if Path(path).suffix == ".safetensors":
+        return get_method("wavegrad").load(path, weights, device)
+    meta = read_meta(checkpoint_path(path))
+    return get_method(str(meta.get("method", "diffusion"))).load(path, weights, device)

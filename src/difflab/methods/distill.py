@@ -46,7 +46,7 @@ from ..diffusion import diffusion_loss, make_denoiser
 from ..diffusion._util import alpha_sigma, bcast
 from ..train.checkpoint import CheckpointError
 from ..train.config import RunConfig
-from ..train.stage import CHECKPOINT_DIR, LoadedStage, load_stage
+from ..train.stage import CHECKPOINT_DIR, ImageDiffusion, LoadedStage, load_stage
 from ..train.trainer import Trainer, TrainResult
 
 DISTILL_WEIGHTINGS = ("truncated-snr", "snr+1")
@@ -195,26 +195,16 @@ class DistillConfig:
 
 
 # -- the trainer of one halving --------------------------------------------------------------
-class DistillTrainer(Trainer):
-    """One halving: the student (a copy of the teacher) learns N steps from the teacher's 2N."""
+class Distillation(ImageDiffusion):
+    """One halving, as a method of the one trainer: the student (a copy of the teacher) learns N
+    steps from the teacher's 2N. Its checkpoints are diffusion stages ("diffusion")."""
 
     def __init__(
-        self,
-        cfg: RunConfig,
-        run_dir: Path,
-        *,
-        teacher: LoadedStage,
-        dcfg: DistillConfig,
-        n_student: int,
-        student_config: dict[str, Any],
-        resume: bool = False,
+        self, cfg: RunConfig, *, teacher: LoadedStage, dcfg: DistillConfig, n_student: int, student_config: dict
     ) -> None:
+        super().__init__(cfg)
         self.teacher_stage, self.dcfg, self.n_student = teacher, dcfg, n_student
         self.student_config = student_config
-        super().__init__(cfg, run_dir, resume=resume)
-        self.teacher_net = teacher.net.to(self.device).eval().requires_grad_(False)
-        t_param = teacher.config.diffusion.parameterization
-        self.teacher_denoiser = make_denoiser(self.teacher_net, t_param)
         self.teacher_takes_w = bool(teacher.meta["model_config"].get("guidance_embed"))
         # a student of an earlier guided halving has the guidance built in: guiding it again would
         # compound w at every halving
@@ -222,23 +212,26 @@ class DistillTrainer(Trainer):
         guide = dcfg.guidance is not None or dcfg.guidance_range is not None
         self.guide_teacher = guide and not self.teacher_takes_w and not built_in
 
-    def resolve_model_config(self) -> dict[str, Any]:
+    def resolve_model_config(self, dataset: Any) -> dict[str, Any]:
         return dict(self.student_config)
 
-    def build_network(self) -> torch.nn.Module:
-        from ..nets import UNet
-
-        net = UNet(self.model_config)
+    def build(self, model_config: dict[str, Any]) -> torch.nn.Module:
+        net = super().build(model_config)
         own, src = net.state_dict(), self.teacher_stage.net.state_dict()
         # a new guidance embedding starts at zero and a new output head (other parameterization
         # with other channels) starts fresh: everything else is the teacher's
         net.load_state_dict({k: (src[k] if k in src and src[k].shape == v.shape else v) for k, v in own.items()})
         return net
 
-    def extra_meta(self) -> dict[str, Any]:
+    def attach(self, trainer: Any) -> None:
+        self.device = trainer.device
+        teacher_net = self.teacher_stage.net.to(trainer.device).eval().requires_grad_(False)
+        self.teacher_denoiser = make_denoiser(teacher_net, self.teacher_stage.config.diffusion.parameterization)
+
+    def meta(self) -> dict[str, Any]:
         t = self.teacher_stage
         return {
-            "method": "diffusion",
+            "method": self.name,
             "sampling_steps": self.n_student,
             "distill": {
                 "teacher": str(t.path),
@@ -248,25 +241,23 @@ class DistillTrainer(Trainer):
             },
         }
 
-    def _draw_w(self, b: int) -> Tensor:
+    def _draw_w(self, b: int, generator: torch.Generator) -> Tensor:
         d = self.dcfg
         if d.guidance_range is not None:
             lo, hi = d.guidance_range
-            u = torch.rand(b, generator=self.noise, device=self.device, dtype=torch.float32)
+            u = torch.rand(b, generator=generator, device=self.device, dtype=torch.float32)
             return lo + (hi - lo) * u
         return torch.full((b,), float(d.guidance), device=self.device)
 
-    def _loss(self, x: Tensor, cond: Any) -> Tensor:
+    def loss(self, net: Any, x: Tensor, cond: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         from ..nets import keep_cond
 
         d, b = self.dcfg, x.shape[0]
         teacher: Callable[[Tensor, Tensor, Any], Tensor] = self.teacher_denoiser
-        student_cond = cond
-        if cond is not None:
-            cond = keep_cond(cond)
-            student_cond = dict(cond)
+        cond = keep_cond({k: cond[k] for k in self.cfg.data.conditions}) or None
+        student_cond = dict(cond) if cond is not None else None
         if d.guidance is not None or d.guidance_range is not None:
-            w = self._draw_w(b)
+            w = self._draw_w(b, generator)
             if self.guide_teacher:
                 from ..nets import null_cond
 
@@ -274,13 +265,12 @@ class DistillTrainer(Trainer):
             elif self.teacher_takes_w:  # a w-conditioned teacher (a previous halving)
                 cond = {**cond, "guidance": w}
             # else: a previous fixed-w student, guidance built in: called as a conditional model
-            if self.model_config.get("guidance_embed"):
+            if self.student_config.get("guidance_embed"):
                 student_cond = {**student_cond, "guidance": w}
-        student = self.model
         return distillation_loss(
-            lambda z, lam, _c: student(z, lam, student_cond),
+            lambda z, lam, _c: net(z, lam, student_cond),
             lambda z, lam, _c: teacher(z, lam, cond),
-            x, self.schedule, self.n_student, self.cfg.diffusion.parameterization, d.weighting, generator=self.noise,
+            x, self.schedule, self.n_student, self.cfg.diffusion.parameterization, d.weighting, generator=generator,
         )  # fmt: skip
 
 
@@ -293,7 +283,7 @@ def stage_dir(out: str | Path, steps: int) -> Path:
 def check_teacher(path: str | Path) -> dict[str, Any]:
     """The ``format.json`` metadata of a distillable checkpoint; a one-line error otherwise."""
     from ..diffusion import PARAMETERIZATIONS
-    from ..train.stage import checkpoint_path
+    from ..train.checkpoint import checkpoint_path
 
     ckpt_dir = checkpoint_path(path)
     try:
@@ -349,7 +339,7 @@ def student_model_config(teacher_meta: dict[str, Any], dcfg: DistillConfig, para
 
     m = dict(teacher_meta["model_config"])
     if (dcfg.guidance is not None or dcfg.guidance_range is not None) and not m.get("num_classes"):
-        raise ValueError("guided distillation needs a class-conditional teacher (trained with data.conditional=true)")
+        raise ValueError("guided distillation needs a class-conditional teacher (trained with data.conditions: [class])")
     m["cond_drop"] = {}  # the student always sees the label the teacher was guided with
     m["guidance_embed"] = bool(m.get("guidance_embed")) or dcfg.guidance_range is not None
     m["out_channels"] = output_channels(parameterization, int(m["in_channels"]))
@@ -411,11 +401,11 @@ def distill(
             log(f"halving {k}/{len(steps)}: {2 * n} -> {n} steps, teacher {source}, student {run_dir}")
             stage = load_stage(source, weights="ema")
             cfg = student_run_config(stage.config, dcfg, n, run_dir)
-            trainer = DistillTrainer(
-                cfg, run_dir, teacher=stage, dcfg=dcfg, n_student=n,
+            method = Distillation(
+                cfg, teacher=stage, dcfg=dcfg, n_student=n,
                 student_config=student_model_config(source_meta, dcfg, parameterization),
-                resume=(run_dir / CHECKPOINT_DIR / "format.json").exists(),
             )  # fmt: skip
+            trainer = Trainer(cfg, run_dir, method=method, resume=(run_dir / CHECKPOINT_DIR / "format.json").exists())
             try:
                 result: TrainResult = trainer.fit()
             finally:

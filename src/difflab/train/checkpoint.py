@@ -164,3 +164,43 @@ def load_into(module: torch.nn.Module, weights: dict[str, Tensor], source: str |
             )
         raise CheckpointError(f"{source}: weights do not match the model config: " + "; ".join(parts))
     module.load_state_dict(weights)
+
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """The checkpoint folder of a run folder (``RUN/checkpoint``), or ``path`` if it is one."""
+    p = Path(path)
+    if (p / "format.json").is_file():
+        return p
+    if (p / CHECKPOINT_DIR / "format.json").is_file():
+        return p / CHECKPOINT_DIR
+    if not p.exists():
+        raise FileNotFoundError(f"run folder not found: {p}")
+    raise CheckpointError(f"{p}: no checkpoint here (expected {p / CHECKPOINT_DIR / 'format.json'})")
+
+
+def load_network(
+    path: str | Path, build: Any, weights: str = "ema", method: str | None = None
+) -> tuple[torch.nn.Module, dict[str, Any], Path]:
+    """The one way a trained network is restored: ``(net, format.json metadata, checkpoint folder)``.
+
+    ``build(meta["model_config"])`` makes the network; it gets the ``ema`` weights (or the
+    ``model`` ones when the folder holds no EMA, as exported folders do) as float32, in eval mode.
+    ``method`` checks the method recorded in the checkpoint (missing: "diffusion").
+    """
+    ckpt_dir = checkpoint_path(path)
+    meta = read_meta(ckpt_dir)
+    if method is not None and meta.get("method", "diffusion") != method:
+        raise CheckpointError(f"{ckpt_dir}: a {meta.get('method', 'diffusion')!r} checkpoint, not a {method!r} one")
+    if not isinstance(meta.get("model_config"), dict):
+        raise CheckpointError(f"{ckpt_dir / 'format.json'}: missing 'model_config'; not a difflab training checkpoint")
+    if weights not in ("ema", "model"):
+        raise ValueError(f"unknown weights {weights!r}; valid: ema, model")
+    where = ckpt_dir / f"{weights}.safetensors"
+    if weights == "ema" and not where.is_file():
+        where = ckpt_dir / "model.safetensors"
+    net = build(meta["model_config"])
+    load_into(net, {k: v.float() for k, v in load_weights(where).items()}, where)
+    return net.eval(), meta, ckpt_dir

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import apply_overrides, from_dict, load_yaml, to_dict
+
+if TYPE_CHECKING:
+    import argparse
 
 Decay = Literal["none", "linear", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -31,18 +34,30 @@ class DataConfig:
     optimizer step is ``batch_size * train.grad_accum * world_size``.
 
     ``options`` go to ``difflab.data.get_dataset(name, "train", **options)`` (e.g. ``pad: 4``).
-    ``conditional`` trains a class-conditional model on the dataset's labels.
+    ``conditions`` are the condition keys of the data the model is conditioned on, e.g.
+    ``[class]`` (class-conditional) or ``[class, lowres]`` (a super-resolution stage); the data set
+    must provide them. ``shrink`` > 1 trains on the images shrunk by that factor (a cascade's base
+    stage); ``lowres_factor`` > 1 adds ``lowres``, the training image shrunk by that factor more.
     """
 
     name: str = "digits"
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 128
-    conditional: bool = False
+    conditions: tuple[Literal["class", "lowres"], ...] = ()
+    shrink: int = 1
+    lowres_factor: int = 0
     num_workers: int = 0
 
     def __post_init__(self) -> None:
         _need(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
         _need(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        _need(self.shrink >= 1, f"data.shrink must be >= 1, got {self.shrink}")
+        _need(self.lowres_factor >= 0, f"data.lowres_factor must be >= 0 (0: none), got {self.lowres_factor}")
+        _need(len(set(self.conditions)) == len(self.conditions), f"data.conditions repeats a key: {self.conditions}")
+        _need(
+            ("lowres" in self.conditions) == (self.lowres_factor >= 1),
+            "data.conditions has 'lowres' exactly when data.lowres_factor is set (>= 1)",
+        )
 
 
 @dataclass
@@ -52,7 +67,10 @@ class DiffusionConfig:
     ``schedule`` and ``schedule_options`` go to ``difflab.diffusion.get_schedule``;
     ``parameterization`` eps|x|v|both; ``weighting`` snr|truncated-snr|snr+1|min-snr|constant;
     ``norm`` l2|l1; ``time_sampling`` continuous|discrete (``n_discrete`` levels);
-    ``gamma`` is the min-SNR gamma (Hang et al. 2023).
+    ``gamma`` is the min-SNR gamma (Hang et al. 2023). ``lowres_aug`` is noise-conditioning
+    augmentation of a super-resolution stage: its ``lowres`` input is noised to a level drawn
+    uniformly in [0, lowres_aug] (a fraction of the schedule's time t) and the level is given to the
+    network (0: the input stays clean).
     """
 
     schedule: str = "cosine"
@@ -63,10 +81,12 @@ class DiffusionConfig:
     time_sampling: Literal["continuous", "discrete"] = "continuous"
     n_discrete: int = 1000
     gamma: float = 5.0
+    lowres_aug: float = 0.0
 
     def __post_init__(self) -> None:
         _need(self.n_discrete >= 1, f"diffusion.n_discrete must be >= 1, got {self.n_discrete}")
         _need(self.gamma > 0, f"diffusion.gamma must be > 0, got {self.gamma}")
+        _need(0.0 <= self.lowres_aug <= 1.0, f"diffusion.lowres_aug must lie in [0, 1], got {self.lowres_aug}")
 
 
 @dataclass
@@ -142,18 +162,25 @@ class SampleConfig:
     guidance: float = 1.0
     n: int = 64
     options: dict[str, Any] = field(default_factory=dict)
+    lowres_aug: float = 0.0
 
     def __post_init__(self) -> None:
         _need(self.steps >= 1, f"sample.steps must be >= 1, got {self.steps}")
         _need(self.n >= 1, f"sample.n must be >= 1, got {self.n}")
+        _need(0.0 <= self.lowres_aug <= 1.0, f"sample.lowres_aug must lie in [0, 1], got {self.lowres_aug}")
 
 
 @dataclass
 class RunConfig:
-    """A whole training run: ``out_dir/name`` is the run folder unless ``--out`` says otherwise."""
+    """A whole training run: ``out_dir/name`` is the run folder unless ``--out`` says otherwise.
+
+    ``method`` names the :class:`difflab.train.Method` that trains it (diffusion, ardm, wavegrad);
+    ``model`` is that method's typed network config, checked by the method.
+    """
 
     name: str = "run"
     out_dir: str = "runs"
+    method: str = "diffusion"
     model: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -162,6 +189,13 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RunConfig:
+        data = dict(data or {}) if isinstance(data, dict) or data is None else data
+        section = data.get("data") if isinstance(data, dict) else None
+        if isinstance(section, dict) and "conditional" in section:  # recipes and runs of difflab <= 0.1
+            section = dict(section)
+            flag = section.pop("conditional")
+            section.setdefault("conditions", ["class"] if flag else [])
+            data["data"] = section
         return from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,3 +213,23 @@ def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         return RunConfig.from_dict(data)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+def config_from_args(args: argparse.Namespace, method: str | None = None) -> tuple[RunConfig, Path]:
+    """The run config and run folder of a train command: ``args.config`` with ``args.overrides`` and
+    the ``--seed`` / ``--device`` / ``--no-progress`` flags (those a command has), ``--out`` or the
+    config's own ``out_dir/name``. Shared by ``train``, ``ardm-train`` and ``wavegrad-train``; the
+    last two pass their ``method``, which a recipe without a ``method:`` key takes."""
+    overrides = list(args.overrides)
+    if method is not None and "method" not in load_yaml(args.config):
+        overrides.append(f"method={method}")
+    if getattr(args, "seed", None) is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if getattr(args, "device", None):
+        overrides.append(f"train.device={args.device}")
+    if getattr(args, "no_progress", False):
+        overrides.append("train.progress=false")
+    cfg = load_run_config(args.config, overrides)
+    run_dir = Path(args.out) if args.out else cfg.run_dir
+    cfg.out_dir, cfg.name = str(run_dir.parent), run_dir.name  # the run folder's config.yaml points at itself
+    return cfg, run_dir

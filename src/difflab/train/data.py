@@ -85,32 +85,36 @@ class _StepSampler(torch.utils.data.Sampler):
 
 
 class Batches:
-    """Yields ``(images, labels)`` micro-batches for every step from ``start_step`` on, in order."""
+    """Yields ``(x, cond)`` micro-batches for every step from ``start_step`` on, in order.
+
+    ``x`` is float32; ``cond`` is the batch's condition dict, each key with its own dtype
+    (:func:`difflab.data.collate`).
+    """
 
     def __init__(self, dataset: Any, order: BatchOrder, num_workers: int = 0, pin_memory: bool = False) -> None:
         self.dataset, self.order = dataset, order
         self.num_workers, self.pin_memory = num_workers, pin_memory
-        self.tensors: tuple[Tensor, Tensor] | None = None
+        self.tensors: tuple[Tensor, dict[str, Tensor]] | None = None
         if hasattr(dataset, "tensors"):
-            x, y = dataset.tensors()
-            self.tensors = (x.float().contiguous(), y.long())
+            x, cond = dataset.tensors()
+            self.tensors = (x.float().contiguous(), cond)
 
-    def __call__(self, start_step: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def __call__(self, start_step: int) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
         if self.tensors is not None:
             return self._in_memory(start_step)
         return self._loader(start_step)
 
-    def _in_memory(self, start_step: int) -> Iterator[tuple[Tensor, Tensor]]:
-        x, y = self.tensors  # type: ignore[misc]
+    def _in_memory(self, start_step: int) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+        x, cond = self.tensors  # type: ignore[misc]
         step = start_step
         while True:
             for micro in range(self.order.accum):
                 idx = self.order.indices(step, micro)
-                yield x[idx], y[idx]
+                yield x[idx], {k: v[idx] for k, v in cond.items()}
             step += 1
 
-    def _loader(self, start_step: int) -> Iterator[tuple[Tensor, Tensor]]:
-        from ..data import seed_worker
+    def _loader(self, start_step: int) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+        from ..data import collate, seed_worker
 
         loader = torch.utils.data.DataLoader(
             self.dataset,
@@ -120,6 +124,7 @@ class Batches:
             generator=torch.Generator().manual_seed(mix_seed(self.order.seed, start_step, self.order.rank)),
             pin_memory=self.pin_memory,
             persistent_workers=False,
+            collate_fn=collate,
         )
-        for x, y in loader:
-            yield x.float(), torch.as_tensor(y).long()
+        for x, cond in loader:
+            yield x.float(), cond

@@ -1,7 +1,10 @@
-"""A trained *stage*: network + diffusion process, built from a run config, sampled and reloaded.
+"""Image diffusion, the trainer's default :class:`~.method.Method`, and its trained *stage*.
 
-The trainer and the ``difflab sample`` / ``difflab eval`` commands share these functions, so a
-sample grid drawn during training and one drawn later from the checkpoint are the same code.
+A stage is a network + diffusion process, built from a run config, sampled and reloaded. The
+trainer and the ``difflab sample`` / ``difflab eval`` commands share these functions, so a sample
+grid drawn during training and one drawn later from the checkpoint are the same code. Conditions
+travel as a dict: the data's keys named in ``data.conditions`` reach the network unchanged, and a
+super-resolution stage's ``lowres`` gets noise-conditioning augmentation (:func:`augment_lowres`).
 """
 
 from __future__ import annotations
@@ -14,34 +17,40 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import unknown_key_message
-from .checkpoint import CheckpointError, load_checkpoint, load_into
+from ..config import from_dict
+from .checkpoint import CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_network
 from .config import RunConfig
+from .data import mix_seed
+from .method import Method
 
-CHECKPOINT_DIR = "checkpoint"
+_SAMPLE = 4  # the trainer's stream id for sample grids (mix_seed)
+
+__all__ = ["CHECKPOINT_DIR", "checkpoint_path"]
 
 
-def resolve_model_config(cfg: RunConfig, channels: int, num_classes: int | None) -> dict[str, Any]:
+def resolve_model_config(
+    cfg: RunConfig, channels: int, num_classes: int | None, lowres_channels: int = 0
+) -> dict[str, Any]:
     """The UNet config dict of a run: ``cfg.model`` plus what the data and diffusion fix.
 
     Fills in ``in_channels`` (data channels), ``out_channels`` (``output_channels`` of the
-    parameterization), and for a conditional run ``num_classes`` and ``cond_drop: {class: p}``.
-    A value set in ``cfg.model`` that contradicts them is a ValueError.
+    parameterization), for a class-conditional run ``num_classes`` and ``cond_drop: {class: p}``,
+    and for a super-resolution stage ``lowres_channels``. A value set in ``cfg.model`` that
+    contradicts them is a ValueError.
     """
     from ..diffusion import output_channels
     from ..nets import UNetConfig
 
-    valid = [f for f in UNetConfig.__dataclass_fields__]
-    for key in cfg.model:
-        if key not in valid:
-            raise ValueError(unknown_key_message(key, valid, "model"))
+    from_dict(UNetConfig, cfg.model, "model")  # unknown keys and bad values, named
     fixed: dict[str, Any] = {
         "in_channels": channels,
         "out_channels": output_channels(cfg.diffusion.parameterization, channels),
     }
-    if cfg.data.conditional:
+    if "lowres" in cfg.data.conditions:
+        fixed["lowres_channels"] = int(lowres_channels)
+    if "class" in cfg.data.conditions:
         if not num_classes:
-            raise ValueError(f"data.conditional is true but dataset {cfg.data.name!r} has no class labels")
+            raise ValueError(f"data.conditions has 'class' but dataset {cfg.data.name!r} has no class labels")
         fixed["num_classes"] = int(num_classes)
         fixed["cond_drop"] = {"class": cfg.train.cond_drop} if cfg.train.cond_drop > 0 else {}
     out = dict(cfg.model)
@@ -92,6 +101,22 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ValueError(f"train.precision=bf16 is supported on cpu and cuda, not {device.type}; use fp32")
 
 
+def augment_lowres(
+    lowres: Tensor, level: Tensor | float, schedule: Any, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Noise-conditioning augmentation (Ho et al. 2022, "Cascaded Diffusion Models"; Imagen):
+    ``(alpha_s lowres + sigma_s eps, lam_s)`` at level ``s`` (a fraction of the schedule's time t,
+    a scalar or (B,)). ``s = 0`` leaves ``lowres`` as it is (lam = +inf, which the network clamps)."""
+    from ..diffusion._util import alpha_sigma, bcast
+
+    b = lowres.shape[0]
+    s = torch.as_tensor(level, dtype=torch.float32, device=lowres.device).expand(b)
+    lam = torch.where(s > 0, schedule.lam(s.clamp_min(1e-6)).float(), torch.full_like(s, math.inf))
+    a, sig = (bcast(v, lowres) for v in alpha_sigma(lam))
+    eps = torch.randn(lowres.shape, generator=generator, device=lowres.device, dtype=lowres.dtype)
+    return a * lowres + sig * eps, lam
+
+
 @torch.no_grad()
 def generate(
     net: torch.nn.Module,
@@ -104,6 +129,8 @@ def generate(
     spacing: str | None = None,
     guidance: float | None = None,
     labels: Tensor | None = None,
+    cond: dict[str, Tensor] | None = None,
+    aug: float | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
@@ -116,6 +143,9 @@ def generate(
     (default: ``arange(n) % num_classes``) with classifier-free guidance of weight ``guidance``
     (``uncond + w (cond - uncond)``; w = 1 is plain conditional sampling). The noise comes from a
     generator seeded with ``seed``, so the same seed gives the same samples on the same machine.
+    ``cond`` holds further per-sample conditions ((n, ...) tensors) such as a super-resolution
+    stage's ``lowres``, which gets noise-conditioning augmentation at level ``aug`` (a fraction of
+    t; None: ``sample.lowres_aug``) from the same generator.
     ``batch_size`` None picks 500 on GPUs and, on CPUs, about 65536 / pixels (at most 500): larger
     CPU batches make activations so big that every allocation is a fresh ``mmap`` (measured: twice
     the wall time for 28x28 images at 500 per batch).
@@ -128,9 +158,15 @@ def generate(
     sampler, steps = sampler or s.sampler, steps or s.steps
     spacing = spacing or s.spacing
     guidance = s.guidance if guidance is None else guidance
+    aug = s.lowres_aug if aug is None else aug
     sample_fn = get_sampler(sampler)
     device = torch.device(device)
-    lams = make_schedule(cfg).lams(steps, spacing)
+    schedule = make_schedule(cfg)
+    lams = schedule.lams(steps, spacing)
+    extra = dict(cond or {})
+    for k, v in extra.items():
+        if len(v) != n:
+            raise ValueError(f"cond[{k!r}] holds {len(v)} items for {n} samples")
     num_classes = int(getattr(getattr(net, "config", None), "num_classes", 0) or 0)
     if num_classes and labels is None:
         labels = torch.arange(n) % num_classes
@@ -155,7 +191,12 @@ def generate(
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             z = torch.randn((b, *image_shape), generator=gen, device=device)
-            cond = keep_cond({"class": labels[start : start + b].to(device)}) if num_classes else None
+            cond = {k: v[start : start + b].to(device) for k, v in extra.items()}
+            if num_classes:
+                cond = keep_cond({**cond, "class": labels[start : start + b].to(device)})
+            if "lowres" in cond:
+                cond["lowres"], cond["aug_lam"] = augment_lowres(cond["lowres"].float(), aug, schedule, gen)
+            cond = cond or None
             if takes_w:  # a guidance-distilled student takes w as an input (Meng et al. 2023)
                 cond = {**(cond or {}), "guidance": torch.full((b,), float(guidance), device=device)}
             with autocast(device, precision):
@@ -168,7 +209,8 @@ def generate(
 
 @dataclass
 class LoadedStage:
-    """A network restored from a run folder (or a checkpoint folder) for sampling."""
+    """A diffusion stage restored from a run folder (or a checkpoint folder): what
+    ``difflab.load`` returns for it. ``stage.sample(16, labels=...)`` draws images."""
 
     config: RunConfig
     net: torch.nn.Module
@@ -179,39 +221,124 @@ class LoadedStage:
     def image_shape(self) -> tuple[int, ...]:
         return tuple(int(v) for v in self.meta["image_shape"])
 
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """The condition keys the network takes (older checkpoints: class when it has classes)."""
+        old = ("class",) if self.meta.get("num_classes") else ()
+        return tuple(self.meta.get("conditions", old))
 
-def checkpoint_path(path: str | Path) -> Path:
-    """The checkpoint folder of a run folder (``RUN/checkpoint``), or ``path`` if it is one."""
-    p = Path(path)
-    if (p / "format.json").is_file():
-        return p
-    if (p / CHECKPOINT_DIR / "format.json").is_file():
-        return p / CHECKPOINT_DIR
-    if not p.exists():
-        raise FileNotFoundError(f"run folder not found: {p}")
-    raise CheckpointError(f"{p}: no checkpoint here (expected {p / CHECKPOINT_DIR / 'format.json'})")
+    def sample(self, n: int, **options: Any) -> Tensor:
+        """``n`` samples (float32, CPU, padding cropped) on the device of the weights; ``options``
+        as for :func:`generate` (sampler, steps, guidance, labels, cond, aug, seed, ...)."""
+        device = next(self.net.parameters()).device
+        return crop_padding(generate(self.net, self.config, self.image_shape, n, device=device, **options)[0], self.config)
 
 
 def load_stage(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu") -> LoadedStage:
-    """Rebuild the network of a run and load its ``ema`` (default) or ``model`` weights."""
-    from ..nets import UNet
+    """Rebuild the network of a diffusion run and load its ``ema`` (default) or ``model`` weights."""
+    return ImageDiffusion.load(path, weights, device)
 
-    ckpt_dir = checkpoint_path(path)
-    ckpt = load_checkpoint(ckpt_dir, with_state=False)
-    try:
-        cfg = RunConfig.from_dict(ckpt.config)
-    except ValueError as e:
-        raise CheckpointError(f"{ckpt_dir / 'config.yaml'}: {e}") from None
-    for key in ("model_config", "image_shape"):
-        if key not in ckpt.meta:
-            raise CheckpointError(f"{ckpt_dir / 'format.json'}: missing {key!r}; not a difflab training checkpoint")
-    net = UNet(ckpt.meta["model_config"])
-    if weights == "ema":
-        if ckpt.ema is None:
-            raise CheckpointError(f"{ckpt_dir / 'ema.safetensors'}: file not found (use the model weights instead)")
-        load_into(net, ckpt.ema, ckpt_dir / "ema.safetensors")
-    elif weights == "model":
-        load_into(net, ckpt.model, ckpt_dir / "model.safetensors")
-    else:
-        raise ValueError(f"unknown weights {weights!r}; valid: ema, model")
-    return LoadedStage(cfg, net.to(device).eval(), ckpt.meta, ckpt_dir)
+
+class ImageDiffusion(Method):
+    """Diffusion on images (or any arrays a data set yields): the trainer's default method.
+
+    Data: ``data.name`` with ``data.options``, shrunk / paired with a low-resolution copy as
+    ``data.shrink`` and ``data.lowres_factor`` say (:class:`difflab.data.Rescaled`). Network: the
+    U-Net of ``model:`` (:class:`difflab.nets.UNetConfig`). Loss: :func:`difflab.diffusion.training_loss`
+    with the ``diffusion:`` section, the batch's ``data.conditions`` keys as the condition.
+    """
+
+    name = "diffusion"
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__(cfg)
+        self.schedule = make_schedule(cfg)
+        self._grid_cond: dict[str, Tensor] = {}
+
+    def dataset(self, split: str = "train") -> Any:
+        from ..data import Rescaled, get_dataset
+
+        d = self.cfg.data
+        data = get_dataset(d.name, split, **d.options)
+        if d.shrink > 1 or d.lowres_factor >= 1:
+            data = Rescaled(data, d.shrink, d.lowres_factor)
+        missing = [k for k in d.conditions if k not in getattr(data, "cond_keys", ())]
+        if missing:
+            raise ValueError(
+                f"data.conditions asks for {', '.join(missing)}, but data set {d.name!r} provides only "
+                f"{', '.join(getattr(data, 'cond_keys', ())) or 'no conditions'}"
+            )
+        return data
+
+    def resolve_model_config(self, dataset: Any) -> dict[str, Any]:
+        x, cond = dataset[0]
+        try:
+            num_classes = dataset.info.num_classes
+        except (AttributeError, NotImplementedError):
+            num_classes = None
+        lowres = int(cond["lowres"].shape[0]) if "lowres" in cond else 0
+        return resolve_model_config(self.cfg, int(x.shape[0]), num_classes, lowres)
+
+    def build(self, model_config: dict[str, Any]) -> torch.nn.Module:
+        from ..nets import UNet
+
+        return UNet(model_config)
+
+    def loss(self, net: Any, x: Tensor, cond: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        from ..diffusion import training_loss
+
+        d = self.cfg.diffusion
+        cond = {k: cond[k] for k in self.cfg.data.conditions}
+        if "lowres" in cond and d.lowres_aug > 0:
+            level = d.lowres_aug * torch.rand(x.shape[0], generator=generator, device=x.device)
+            cond["lowres"], cond["aug_lam"] = augment_lowres(cond["lowres"], level, self.schedule, generator)
+        return training_loss(
+            net, x, self.schedule, parameterization=d.parameterization, weighting=d.weighting, norm=d.norm,
+            time_sampling=d.time_sampling, n_discrete=d.n_discrete, gamma=d.gamma, cond=cond or None,
+            generator=generator,
+        )  # fmt: skip
+
+    def meta(self) -> dict[str, Any]:
+        return {"method": self.name, **({"lowres_shape": self.lowres_shape} if self._grid_cond else {})}
+
+    def attach(self, trainer: Any) -> None:
+        """Keep the ``lowres`` inputs of the first ``sample.n`` training items for the sample grids."""
+        if "lowres" in self.cfg.data.conditions:
+            from ..data import collate
+
+            n = min(self.cfg.sample.n, len(trainer.dataset))
+            lowres = collate([trainer.dataset[i] for i in range(n)])[1]["lowres"]
+            self._grid_cond, self.lowres_shape = {"lowres": lowres}, [int(v) for v in lowres.shape[1:]]
+
+    def sample_grid(self, trainer: Any, monitor: Any = None) -> Path | None:
+        """Sample ``sample.n`` images with the EMA weights and write ``samples/step_NNNNNNN.png``."""
+        from ..data import make_grid, save_grid
+
+        cfg, n = self.cfg, self.cfg.sample.n
+        cond = {k: v[:n] for k, v in self._grid_cond.items()}
+        n = min(n, *(len(v) for v in cond.values())) if cond else n
+        x, _ = generate(
+            trainer.ema.module, cfg, trainer.image_shape, n, cond=cond or None,
+            seed=mix_seed(cfg.train.seed, _SAMPLE), device=trainer.device, precision=cfg.train.precision,
+        )  # fmt: skip
+        x = upscale_for_grid(crop_padding(x, cfg))
+        classes = trainer.num_classes if "class" in cfg.data.conditions else 0
+        nrow = classes or max(1, round(math.sqrt(n)))
+        path = save_grid(x, trainer.run_dir / "samples" / f"step_{trainer.step:07d}.png", nrow=nrow)
+        if monitor is not None:
+            monitor.image("samples", make_grid(x, nrow=nrow), trainer.step)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, weights: str = "ema", device: Any = "cpu") -> LoadedStage:
+        from ..config import load_yaml
+        from ..nets import UNet
+
+        net, meta, ckpt_dir = load_network(path, UNet, weights, method=cls.name)
+        if "image_shape" not in meta:
+            raise CheckpointError(f"{ckpt_dir / 'format.json'}: missing 'image_shape'; not a difflab training checkpoint")
+        try:
+            cfg = RunConfig.from_dict(load_yaml(ckpt_dir / "config.yaml"))
+        except (ValueError, FileNotFoundError) as e:
+            raise CheckpointError(f"{ckpt_dir / 'config.yaml'}: {e}") from None
+        return LoadedStage(cfg, net.to(device), meta, ckpt_dir)

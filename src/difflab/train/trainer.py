@@ -9,7 +9,9 @@ identical weights. The RNG states are saved in the checkpoint as well (and resto
 
 Interruption. SIGINT or SIGTERM finishes the current update, saves the checkpoint and returns a
 :class:`TrainResult` whose ``exit_code`` is ``128 + signal`` (130 / 143), which ``difflab train``
-exits with. A second SIGINT stops at once (KeyboardInterrupt) without saving.
+exits with. A second SIGINT stops at once (KeyboardInterrupt) without saving. A stop that is not a
+signal -- ``time_limit`` seconds passed, or a reason returned by the method's ``after_update`` --
+is saved the same way and reported as what it is (status "time-limit", or the method's reason).
 
 Non-finite loss. If the loss (or, without a GradScaler, the gradient norm) of update ``s + 1``
 is NaN or infinite, the update is not applied: the checkpoint is saved with the weights after
@@ -37,20 +39,12 @@ from .checkpoint import CheckpointError, load_checkpoint, load_into, save_checkp
 from .config import RunConfig
 from .data import Batches, BatchOrder, mix_seed
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device, shutdown
+from .method import Method
 from .monitor import Monitor
 from .optim import EMA, lr_at, make_optimizer
-from .stage import (
-    CHECKPOINT_DIR,
-    autocast,
-    check_precision,
-    crop_padding,
-    generate,
-    make_schedule,
-    resolve_model_config,
-    upscale_for_grid,
-)
+from .stage import CHECKPOINT_DIR, autocast, check_precision
 
-_NOISE, _GLOBAL, _INIT, _SAMPLE = 1, 2, 3, 4  # stream ids for mix_seed
+_NOISE, _GLOBAL, _INIT = 1, 2, 3  # stream ids for mix_seed (4: sample grids, in .stage)
 
 
 def init_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -74,7 +68,8 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """How :meth:`Trainer.fit` ended: ``status`` is "done" or "interrupted" (by ``signal``)."""
+    """How :meth:`Trainer.fit` ended: ``status`` is "done", "paused" (``until``), "interrupted" (by
+    ``signal``), "time-limit", or a stop reason of the method."""
 
     run_dir: Path
     step: int
@@ -89,7 +84,7 @@ class TrainResult:
 
 
 def _dataset_facts(dataset: Any) -> tuple[tuple[int, ...], int | None]:
-    """(image shape (C, H, W), number of classes or None) of a training set."""
+    """(item shape, e.g. an image's (C, H, W); number of classes or None) of a training set."""
     shape = tuple(int(v) for v in dataset[0][0].shape)
     try:
         num_classes = dataset.info.num_classes
@@ -99,21 +94,27 @@ def _dataset_facts(dataset: Any) -> tuple[tuple[int, ...], int | None]:
 
 
 class Trainer:
-    """Trains the stage that a :class:`RunConfig` describes into ``run_dir``.
+    """Trains what a :class:`RunConfig` describes into ``run_dir`` with ``method`` (a
+    :class:`~.method.Method`; default: image diffusion, :class:`~.stage.ImageDiffusion`).
 
     ``Trainer(cfg, run_dir, resume=True).fit()`` continues from ``run_dir/checkpoint``. Under
     ``torchrun`` the process joins the job (see :mod:`.distributed`); rank 0 writes every file.
-
-    Other methods (ARDMs, WaveGrad, distillation) reuse the loop, checkpoints, EMA, precision, DDP
-    and resume by subclassing and overriding the hooks: :meth:`make_dataset` (items ``(x, y)``),
-    :meth:`resolve_model_config` (the ``model`` dict -> the network's config dict),
-    :meth:`build_network`, :meth:`_cond` (``y`` -> the network's condition), :meth:`_loss`,
-    :meth:`extra_meta` (saved in ``format.json``) and :meth:`sample_grid` (what to write at
-    ``sample_every``).
+    ``time_limit`` (seconds of this session) stops cleanly with a checkpoint.
     """
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False) -> None:
-        self.cfg = cfg
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path | None = None,
+        *,
+        method: Method | None = None,
+        resume: bool = False,
+        time_limit: float | None = None,
+    ) -> None:
+        from .stage import ImageDiffusion
+
+        self.cfg, self.time_limit = cfg, time_limit
+        self.method = method if method is not None else ImageDiffusion(cfg)
         t = cfg.train
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
@@ -127,12 +128,12 @@ class Trainer:
             )
         if resume and not self.ckpt_dir.exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {self.ckpt_dir}")
-        dataset = self.make_dataset()
+        self.dataset = dataset = self.method.dataset("train")
         self.image_shape, self.num_classes = _dataset_facts(dataset)
-        self.model_config = self.resolve_model_config()
+        self.model_config = self.method.resolve_model_config(dataset)
         self.dist: DistInfo = init_distributed(self.device)
         torch.manual_seed(mix_seed(t.seed, _INIT))
-        self.net = self.build_network().to(self.device)
+        self.net = self.method.build(self.model_config).to(self.device)
         if t.init and not resume:
             load_into(self.net, init_weights(t.init), t.init)
         self.ema = EMA(self.net, t.ema_decay, t.ema_warmup)
@@ -144,7 +145,6 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.net, device_ids=ids)
-        self.schedule = make_schedule(cfg)
         self.noise = torch.Generator(device=self.device)
         self.order = BatchOrder(
             len(dataset),
@@ -159,27 +159,8 @@ class Trainer:
         self._signal: int | None = None
         if resume:
             self._load()
-
-    # -- hooks for other methods ----------------------------------------------------------
-    def make_dataset(self) -> Any:
-        """The training set: items ``(x, y)``; ``x`` is what the loss sees, ``y`` goes to :meth:`_cond`."""
-        from ..data import get_dataset
-
-        return get_dataset(self.cfg.data.name, "train", **self.cfg.data.options)
-
-    def resolve_model_config(self) -> dict[str, Any]:
-        """The network's full config dict (saved in the checkpoint; must rebuild the same network)."""
-        return resolve_model_config(self.cfg, self.image_shape[0], self.num_classes)
-
-    def build_network(self) -> torch.nn.Module:
-        """A fresh network from ``self.model_config`` (the default: the U-Net)."""
-        from ..nets import UNet
-
-        return UNet(self.model_config)
-
-    def extra_meta(self) -> dict[str, Any]:
-        """Method-specific entries for ``format.json`` (the default: none)."""
-        return {}
+        self.start_step = self.step
+        self.method.attach(self)
 
     # -- checkpoints --------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
@@ -189,13 +170,14 @@ class Trainer:
             "step": self.step,
             "model_config": self.model_config,
             "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes if self.cfg.data.conditional else 0,
+            "num_classes": self.num_classes if "class" in self.cfg.data.conditions else 0,
+            "conditions": list(self.cfg.data.conditions),
             "dataset": self.cfg.data.name,
             "parameterization": self.cfg.diffusion.parameterization,
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "world_size": self.dist.world_size,
             "difflab_version": __version__,
-            **self.extra_meta(),
+            **self.method.meta(),
         }
 
     def save(self) -> Path | None:
@@ -279,9 +261,6 @@ class Trainer:
             )
 
     # -- one update ---------------------------------------------------------------------
-    def _cond(self, labels: torch.Tensor) -> dict[str, torch.Tensor] | None:
-        return {"class": labels.to(self.device, non_blocking=True)} if self.cfg.data.conditional else None
-
     def _update(self, batches: Any) -> tuple[float, float, bool]:
         """Run update ``self.step``; return (mean loss, grad norm, stop requested by any rank)."""
         t = self.cfg.train
@@ -292,18 +271,24 @@ class Trainer:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
         for micro in range(t.grad_accum):
-            x, y = next(batches)
+            x, cond = next(batches)
             x = x.to(self.device, non_blocking=True)
+            cond = {k: v.to(self.device, non_blocking=True) for k, v in cond.items()}
             sync = not self.dist.enabled or micro == t.grad_accum - 1
             with contextlib.nullcontext() if sync else self.model.no_sync():  # type: ignore[operator]
                 with autocast(self.device, t.precision):
-                    loss = self._loss(x, self._cond(y))
+                    loss = self.method.loss(self.model, x, cond, self.noise)
                 self.scaler.scale(loss / t.grad_accum).backward()
             total += loss.detach().float()
-        packed = torch.stack([total / t.grad_accum, torch.tensor(float(self._signal is not None), device=self.device)])
-        all_reduce_sum(packed, self.dist)
+        time_up = self.time_limit is not None and time.perf_counter() - self._t_start >= self.time_limit
+        flags = [float(self._signal is not None), float(time_up)]
+        packed = torch.tensor([0.0, *flags], device=self.device)
+        packed[0] = total / t.grad_accum
+        all_reduce_sum(packed, self.dist)  # every process stops at the same update
         loss_value = float(packed[0]) / self.dist.world_size
         stop = float(packed[1]) > 0
+        if float(packed[2]) > 0 and not stop:
+            self._reason = "time-limit"
         self.scaler.unscale_(self.opt)
         clip = t.grad_clip if t.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip))
@@ -322,33 +307,9 @@ class Trainer:
         self.step += 1
         return loss_value, grad_norm, stop
 
-    def _loss(self, x: torch.Tensor, cond: Any) -> torch.Tensor:
-        from ..diffusion import training_loss
-
-        d = self.cfg.diffusion
-        return training_loss(
-            self.model, x, self.schedule, parameterization=d.parameterization, weighting=d.weighting, norm=d.norm,
-            time_sampling=d.time_sampling, n_discrete=d.n_discrete, gamma=d.gamma, cond=cond, generator=self.noise,
-        )  # fmt: skip
-
-    # -- outputs ------------------------------------------------------------------------
     def sample_grid(self, monitor: Monitor | None = None) -> Path | None:
-        """Sample ``sample.n`` images with the EMA weights and write ``samples/step_NNNNNNN.png``."""
-        from ..data import make_grid, save_grid
-
-        if not self.dist.is_main:
-            return None
-        s = self.cfg.sample
-        x, _ = generate(
-            self.ema.module, self.cfg, self.image_shape, s.n, seed=mix_seed(self.cfg.train.seed, _SAMPLE),
-            device=self.device, precision=self.cfg.train.precision,
-        )  # fmt: skip
-        x = upscale_for_grid(crop_padding(x, self.cfg))
-        nrow = self.num_classes if self.cfg.data.conditional and self.num_classes else max(1, round(math.sqrt(s.n)))
-        path = save_grid(x, self.run_dir / "samples" / f"step_{self.step:07d}.png", nrow=nrow)
-        if monitor is not None:
-            monitor.image("samples", make_grid(x, nrow=nrow), self.step)
-        return path
+        """Samples of the EMA model at this step, as the method writes them (main process only)."""
+        return self.method.sample_grid(self, monitor) if self.dist.is_main else None
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -370,6 +331,7 @@ class Trainer:
         """
         t, main = self.cfg.train, self.dist.is_main
         start, t0 = self.step, time.perf_counter()
+        self._t_start, self._reason = t0, None
         end = t.steps if until is None else min(until, t.steps)
         per_step = self.cfg.data.batch_size * t.grad_accum * self.dist.world_size
         if main:
@@ -393,6 +355,8 @@ class Trainer:
         try:
             while self.step < end and not stop:
                 loss, grad_norm, stop = self._update(batches)
+                self._reason = self._reason or self.method.after_update(self)
+                stop = stop or self._reason is not None
                 win_loss, win_n = win_loss + loss, win_n + 1
                 monitor.advance()
                 last = self.step == end
@@ -423,18 +387,22 @@ class Trainer:
                 signal.signal(s, h)
             monitor.close()
         seconds = time.perf_counter() - t0
-        status = "interrupted" if stop else ("done" if self.step >= t.steps else "paused")
         sig = None
-        if stop:
-            sig = self._signal if self._signal is not None else int(signal.SIGTERM)
+        if stop and self._reason is not None:
+            status = self._reason
+        elif stop:
+            status, sig = "interrupted", self._signal if self._signal is not None else int(signal.SIGTERM)
+        else:
+            status = "done" if self.step >= t.steps else "paused"
         result = TrainResult(self.run_dir, self.step, status, seconds, last_loss, sig)
         if main:
             summary = {
                 "status": status, "step": self.step, "seconds": round(seconds, 2), "loss": last_loss,
                 "parameters": n_params, "steps_this_session": self.step - start, "signal": sig,
+                **self.method.summary(),
             }  # fmt: skip
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-            what = f"stopped by signal {sig}" if stop else status
+            what = f"stopped by signal {sig}" if sig is not None else status
             monitor.write(f"{what} at step {self.step} after {seconds:.1f} s; checkpoint in {self.ckpt_dir}")
         return result
 
@@ -444,10 +412,16 @@ class Trainer:
 
 
 def train(
-    cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False, until: int | None = None
+    cfg: RunConfig,
+    run_dir: str | Path | None = None,
+    *,
+    method: Method | None = None,
+    resume: bool = False,
+    until: int | None = None,
+    time_limit: float | None = None,
 ) -> TrainResult:
     """Build a :class:`Trainer`, run it (up to ``until``, see :meth:`Trainer.fit`), leave the process group."""
-    trainer = Trainer(cfg, run_dir, resume=resume)
+    trainer = Trainer(cfg, run_dir, method=method, resume=resume, time_limit=time_limit)
     try:
         return trainer.fit(until)
     finally:

@@ -24,7 +24,7 @@ _WHERE = {
     "step_losses": "objective",
     "dp_plan": "parallel", "make_plans": "parallel", "segment_cost": "parallel", "uniform_plan": "parallel",
     "TextARDM": "text",
-    "ARDMTrainer": "train", "evaluate_ardm": "train", "export_ardm": "train", "load_ardm": "train",
+    "ARDMMethod": "train", "evaluate_ardm": "train", "export_ardm": "train", "load_ardm": "train",
     "train_ardm": "train",
 }  # fmt: skip
 __all__ = sorted(_WHERE)

@@ -37,12 +37,11 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ...train.commands import config_from_args
+    from ...train.config import config_from_args
     from .train import train_ardm
 
-    cfg, run_dir = config_from_args(args)
-    result = train_ardm(cfg, run_dir, resume=args.resume, time_limit=args.time_limit)
-    return 0 if result.status in ("done", "paused") or args.time_limit else result.exit_code
+    cfg, run_dir = config_from_args(args, "ardm")
+    return train_ardm(cfg, run_dir, resume=args.resume, time_limit=args.time_limit).exit_code
 
 
 # -- ardm-eval -------------------------------------------------------------------------------

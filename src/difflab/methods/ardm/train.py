@@ -1,11 +1,10 @@
-"""Training, loading, exporting and evaluating ARDMs with the one difflab trainer.
+"""Training, loading, exporting and evaluating ARDMs: the ``ardm`` method of the one trainer.
 
-Hoogeboom et al. 2022, "Autoregressive Diffusion Models". :class:`ARDMTrainer` subclasses
-:class:`difflab.train.Trainer` through its hooks: integer-level data (``discrete=True``), the
-ARDM network (:class:`.model.ImageARDM` or, for ``data.name: text``, :class:`.text.TextARDM`),
-the OA-ARDM loss in bits per dimension, and sample grids drawn with a parallel plan. The recipe's
-``model`` section holds ``head``, ``mixtures``, ``branching`` and ``unet`` (images) or ``width``,
-``depth``, ``heads`` (text). ``time_limit`` (seconds) stops a run early with a checkpoint.
+Hoogeboom et al. 2022, "Autoregressive Diffusion Models". :class:`ARDMMethod` is a
+:class:`difflab.train.Method`: integer-level data (``discrete=True``), the ARDM network
+(:class:`.model.ImageARDM` or, for ``data.name: text``, :class:`.text.TextARDM`), the OA-ARDM loss in
+bits per dimension, and sample grids drawn with a parallel plan. The recipe's ``model`` section is
+:class:`ImageARDMConfig` (images) or :class:`TextARDMConfig` (text).
 """
 
 from __future__ import annotations
@@ -13,24 +12,45 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from ...train.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
+from ...config import load_yaml
+from ...train.checkpoint import checkpoint_path, load_checkpoint, load_network, save_checkpoint
 from ...train.config import RunConfig
-from ...train.stage import checkpoint_path
-from ...train.trainer import Trainer
+from ...train.method import Method
 from .model import ImageARDM
 from .objective import bpd, estimate_nll, oa_loss, plan_nll, sample, step_losses
 from .parallel import make_plans
 from .text import ALPHABET, TextARDM, TextWindows
 
 STEPS_FILE = "ardm_steps.json"
-IMAGE_KEYS = ("head", "mixtures", "branching", "unet")
-TEXT_KEYS = ("width", "depth", "heads", "dropout")
+
+
+@dataclass
+class ImageARDMConfig:
+    """``model:`` of an image ARDM: the output ``head`` (softmax over levels or a discretized logistic
+    mixture of ``mixtures`` components), Upscale-ARDM ``branching`` (0: OA-ARDM; 2 or 4) and the
+    ``unet`` (a :class:`difflab.nets.UNetConfig` dict; its channels are set by the ARDM)."""
+
+    head: Literal["softmax", "dlogistic"] = "softmax"
+    mixtures: int = 10
+    branching: Literal[0, 2, 4] = 0
+    unet: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TextARDMConfig:
+    """``model:`` of the character-level ARDM: transformer ``width``, ``depth``, ``heads``, ``dropout``."""
+
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    dropout: float = 0.0
 
 
 def build_model(config: dict[str, Any]) -> Any:
@@ -60,101 +80,79 @@ def data_tensor(dataset: Any, n: int | None = None, start: int = 0) -> Tensor:
     return x.reshape(len(x), -1).long()
 
 
-class ARDMTrainer(Trainer):
-    """The difflab trainer for OA-ARDMs and Upscale ARDMs (images) and the text OA-ARDM."""
+class ARDMMethod(Method):
+    """OA-ARDMs and Upscale ARDMs (images) and the text OA-ARDM on the one trainer."""
 
-    time_limit: float | None = None
-    skip_grids: bool = False
+    name = "ardm"
+    sections = ("sample",)  # sample.n and sample.steps (parallel-plan calls) of the grids
 
-    def make_dataset(self) -> Any:
-        return make_data(self.cfg, "train")
+    def __init__(self, cfg: RunConfig, skip_grids: bool = False) -> None:
+        super().__init__(cfg)
+        self.skip_grids = skip_grids
+        self.model_config_class = TextARDMConfig if cfg.data.name == "text" else ImageARDMConfig
 
-    def resolve_model_config(self) -> dict[str, Any]:
-        m = dict(self.cfg.model)
+    def dataset(self, split: str = "train") -> Any:
+        return make_data(self.cfg, split)
+
+    def resolve_model_config(self, dataset: Any) -> dict[str, Any]:
+        m = super().resolve_model_config(dataset)
+        shape = [int(v) for v in dataset[0][0].shape]
         if self.cfg.data.name == "text":
-            bad = sorted(set(m) - set(TEXT_KEYS))
-            if bad:
-                raise ValueError(f"unknown text ARDM model key(s) {bad}; valid: {', '.join(TEXT_KEYS)}")
-            seq_len = int(self.image_shape[0])
-            return {"kind": "text", "seq_len": seq_len, "vocab": len(ALPHABET), **m}
-        bad = sorted(set(m) - set(IMAGE_KEYS))
-        if bad:
-            raise ValueError(f"unknown ARDM model key(s) {bad}; valid: {', '.join(IMAGE_KEYS)}")
+            return {"kind": "text", "seq_len": shape[0], "vocab": len(ALPHABET), **m}
         from ...nets import UNetConfig
 
-        levels = int(make_data(self.cfg, "train").levels)
-        out = {
-            "kind": "image", "shape": list(self.image_shape), "levels": levels, "branching": int(m.get("branching", 0)),
-            "head": str(m.get("head", "softmax")), "mixtures": int(m.get("mixtures", 10)), "unet": m.get("unet", {}),
-        }  # fmt: skip
+        out = {"kind": "image", "shape": shape, "levels": int(dataset.levels), **m}
         out["unet"] = UNetConfig.from_dict(ImageARDM.unet_config(out)).to_dict()
         return out
 
-    def build_network(self) -> torch.nn.Module:
-        return build_model(self.model_config)
+    def build(self, model_config: dict[str, Any]) -> torch.nn.Module:
+        return build_model(model_config)
 
-    def _cond(self, labels: Tensor) -> None:
-        return None
-
-    def _loss(self, x: Tensor, cond: Any) -> Tensor:
+    def loss(self, net: Any, x: Tensor, cond: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         x = x.round().long().reshape(len(x), -1)
-        nll = oa_loss(self.model, x, num_stages=self.net.num_stages, generator=self.noise)
-        return bpd(nll, x.shape[1]).mean()
+        stages = getattr(net, "module", net).num_stages  # net may be DDP-wrapped
+        return bpd(oa_loss(net, x, num_stages=stages, generator=generator), x.shape[1]).mean()
 
-    def extra_meta(self) -> dict[str, Any]:
-        return {"method": "ardm", "kind": self.model_config["kind"]}
+    def meta(self) -> dict[str, Any]:
+        return {"method": self.name, "kind": "text" if self.cfg.data.name == "text" else "image"}
 
-    def _update(self, batches: Any) -> tuple[float, float, bool]:
-        if self.time_limit is not None and not hasattr(self, "_t_start"):
-            self._t_start = time.perf_counter()
-        loss, grad_norm, stop = super()._update(batches)
-        if self.time_limit is not None and time.perf_counter() - self._t_start > self.time_limit:
-            stop = True
-        return loss, grad_norm, stop
-
-    def sample_grid(self, monitor: Any = None) -> Path | None:
-        if not self.dist.is_main or self.skip_grids:
+    def sample_grid(self, trainer: Any, monitor: Any = None) -> Path | None:
+        if self.skip_grids:
             return None
-        net = self.ema.module
+        net = trainer.ema.module
         n = min(self.cfg.sample.n, 64)
         plans = make_plans("uniform", self.cfg.sample.steps, net.D, None, net.num_stages)
-        x = sample(net, n, plans=plans, seed=self.cfg.train.seed, device=self.device).cpu()
+        x = sample(net, n, plans=plans, seed=self.cfg.train.seed, device=trainer.device).cpu()
         net.train()
+        path = trainer.run_dir / "samples" / f"step_{trainer.step:07d}.png"
         if isinstance(net, TextARDM):
             from .text import decode
 
-            path = self.run_dir / "samples" / f"step_{self.step:07d}.txt"
+            path = path.with_suffix(".txt")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("\n".join(decode(row) for row in x[:16]) + "\n")
             return path
         from ...data import from_levels, save_grid
         from ...train.stage import upscale_for_grid
 
-        imgs = from_levels(x.view(n, *net.shape), net.levels)
-        return save_grid(upscale_for_grid(imgs), self.run_dir / "samples" / f"step_{self.step:07d}.png", nrow=8)
+        return save_grid(upscale_for_grid(from_levels(x.view(n, *net.shape), net.levels)), path, nrow=8)
+
+    @classmethod
+    def load(cls, path: str | Path, weights: str = "ema", device: Any = "cpu") -> Any:
+        return load_ardm(path, weights=weights, device=device)
 
 
 def train_ardm(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False, time_limit=None) -> Any:
     """Train an ARDM run (like :func:`difflab.train.train`); ``time_limit`` seconds stops it early."""
-    trainer = ARDMTrainer(cfg, run_dir, resume=resume)
-    trainer.time_limit = time_limit
-    try:
-        return trainer.fit()
-    finally:
-        trainer.close()
+    from ...train.trainer import train
+
+    return train(cfg, run_dir, method=ARDMMethod(cfg), resume=resume, time_limit=time_limit)
 
 
 def load_ardm(path: str | Path, *, weights: str = "ema", device: Any = "cpu") -> Any:
     """An ARDM (float32, eval mode) from a run folder, its checkpoint folder or an exported folder,
     with its per-step losses (``ardm_steps.json``) when they were estimated."""
-    ckpt_dir = checkpoint_path(path)
-    ckpt = load_checkpoint(ckpt_dir, with_state=False)
-    config = ckpt.meta.get("model_config")
-    if ckpt.meta.get("method") != "ardm" or not isinstance(config, dict):
-        raise CheckpointError(f"{ckpt_dir}: not an ARDM checkpoint (train one with `difflab ardm-train`)")
-    model = build_model(config)
-    state = ckpt.ema if weights == "ema" and ckpt.ema is not None else ckpt.model
-    load_into(model, {k: v.float() for k, v in state.items()}, ckpt_dir)
+    model, _, ckpt_dir = load_network(path, build_model, weights, method="ardm")
     steps = ckpt_dir / STEPS_FILE
     if steps.is_file():
         model.step_losses = json.loads(steps.read_text())["losses"]
@@ -198,8 +196,6 @@ def evaluate_ardm(
     on the first ``parallel_images`` (``parallel_orders`` draws each; the full-step row is always included)."""
     ckpt_dir = checkpoint_path(path)
     model = load_ardm(ckpt_dir, device=device)
-    from ...config import load_yaml
-
     cfg = RunConfig.from_dict(load_yaml(ckpt_dir / "config.yaml"))
     data = data_tensor(make_data(cfg, split))
     x_eval = data if images is None else data[:images]

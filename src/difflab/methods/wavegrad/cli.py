@@ -70,10 +70,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ...train.commands import config_from_args
+    from ...train.config import config_from_args
     from .train import train_wavegrad
 
-    cfg, run_dir = config_from_args(args)
+    cfg, run_dir = config_from_args(args, "wavegrad")
     snaps = tuple(float(s) for s in args.snapshots.split(",") if s.strip())
     keep = None if args.snapshot_weights is None else tuple(float(s) for s in args.snapshot_weights.split(",") if s)
     limit = args.minutes * 60 if args.minutes else None
@@ -84,8 +84,8 @@ def run_train(args: argparse.Namespace) -> int:
         fit_schedule=args.fit_schedule,
     )  # fmt: skip
     if args.search and result.status in ("done", "time-limit") and trainer.dist.is_main:
-        _search(run_dir, args.search, args, trainer.corpus.split("val"), trainer.device)
-    return 0 if result.status in ("done", "time-limit", "paused") else result.exit_code
+        _search(run_dir, args.search, args, trainer.method.corpus.split("val"), trainer.device)
+    return result.exit_code
 
 
 def _search(run: Path, steps: int, args: argparse.Namespace, val_audio: list, device: object) -> None:

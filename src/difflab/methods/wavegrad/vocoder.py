@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...train.checkpoint import CheckpointError, load_into, load_weights, read_meta
-from ...train.stage import checkpoint_path
+from ...train.checkpoint import CheckpointError, load_into, load_network, load_weights
 from .audio import AudioError, MelConfig, check_speech, log_mel, read_audio
 from .diffusion import fixed_betas, naive_betas, prior_std, sample, search_schedule
 from .net import WaveGrad, WaveGradConfig
@@ -46,23 +45,15 @@ class Vocoder:
     def load(cls, path: str | Path, device: str | torch.device = "cpu", weights: str = "ema") -> Vocoder:
         """From a run folder, its checkpoint folder, or a snapshot ``.safetensors`` (with its ``.json``)."""
         p = Path(path)
-        if p.suffix == ".safetensors":
-            meta_file = p.with_suffix(".json")
-            if not meta_file.is_file():
-                raise CheckpointError(f"{p}: no {meta_file.name} beside it (the snapshot's model config)")
-            meta = json.loads(meta_file.read_text())
-            state, where = load_weights(p), p
-        else:
-            ckpt_dir = checkpoint_path(p)
-            meta = read_meta(ckpt_dir)
-            if meta.get("method") != "wavegrad":
-                raise CheckpointError(f"{ckpt_dir}: not a WaveGrad checkpoint (method {meta.get('method')!r})")
-            where = ckpt_dir / f"{weights}.safetensors"  # the model weights and state may be absent
-            if weights == "ema" and not where.is_file():
-                where = ckpt_dir / "model.safetensors"
-            state, p = load_weights(where), ckpt_dir
+        if p.suffix != ".safetensors":
+            net, meta, ckpt_dir = load_network(p, WaveGrad, weights, method="wavegrad")
+            return cls(net.to(device), meta, ckpt_dir)
+        meta_file = p.with_suffix(".json")
+        if not meta_file.is_file():
+            raise CheckpointError(f"{p}: no {meta_file.name} beside it (the snapshot's model config)")
+        meta = json.loads(meta_file.read_text())
         net = WaveGrad(meta["model_config"])
-        load_into(net, {k: v.float() for k, v in state.items()}, where)
+        load_into(net, {k: v.float() for k, v in load_weights(p).items()}, p)
         return cls(net.to(device), meta, p)
 
     # -- front end and schedules ----------------------------------------------------------

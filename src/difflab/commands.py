@@ -2,6 +2,8 @@
 
 Each function takes the parsed ``argparse`` namespace and returns an exit status; bad input is
 raised as ValueError / OSError / CheckpointError with a one-line message (``difflab.cli`` prints it).
+``train`` runs the method the recipe names; ``sample`` and ``eval`` take one diffusion stage, or
+several (a cascade, base first).
 """
 
 from __future__ import annotations
@@ -16,57 +18,44 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import RunConfig, load_run_config
-from .distributed import resolve_device
-from .stage import LoadedStage, crop_padding, generate, load_stage, upscale_for_grid
-
-
-def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
-    """The run config and run folder of a train command: ``args.config`` with ``args.overrides`` and
-    the ``--seed`` / ``--device`` / ``--no-progress`` flags (those a command has), ``--out`` or the
-    config's own ``out_dir/name``. Shared by ``train``, ``ardm-train`` and ``wavegrad-train``."""
-    overrides = list(args.overrides)
-    if getattr(args, "seed", None) is not None:
-        overrides.append(f"train.seed={args.seed}")
-    if getattr(args, "device", None):
-        overrides.append(f"train.device={args.device}")
-    if getattr(args, "no_progress", False):
-        overrides.append("train.progress=false")
-    cfg = load_run_config(args.config, overrides)
-    run_dir = Path(args.out) if args.out else cfg.run_dir
-    cfg.out_dir, cfg.name = str(run_dir.parent), run_dir.name  # the run folder's config.yaml points at itself
-    return cfg, run_dir
+from .train.config import config_from_args
+from .train.distributed import resolve_device
+from .train.stage import LoadedStage, upscale_for_grid
 
 
 def run_train(args: argparse.Namespace) -> int:
     """``difflab train CONFIG [key=value ...] [--resume] [--out RUN]``: exit 0, 130/143 if interrupted."""
-    from .trainer import NonFiniteLossError, train
+    from .methods import get_method
+    from .train.trainer import NonFiniteLossError, train
 
     cfg, run_dir = config_from_args(args)
     try:
-        result = train(cfg, run_dir, resume=args.resume)
+        result = train(cfg, run_dir, method=get_method(cfg.method)(cfg), resume=args.resume, time_limit=args.time_limit)
     except NonFiniteLossError as e:
         print(f"difflab: error: {e}", file=sys.stderr)
         return 1
     return result.exit_code
 
 
-def _stage(args: argparse.Namespace) -> tuple[LoadedStage, torch.device]:
-    device = resolve_device(args.device)
-    return load_stage(args.run, weights=args.weights, device=device), device
+def _stages(args: argparse.Namespace) -> tuple[Any, LoadedStage]:
+    """(a Cascade, its last stage) of the ``RUN ...`` folders (one folder: a cascade of one stage)."""
+    from .methods.cascade import Cascade
+
+    cascade = Cascade.load(args.run, weights=args.weights, device=resolve_device(args.device))
+    return cascade, cascade.stages[-1]
 
 
-def _labels(args: argparse.Namespace, stage: LoadedStage, n: int) -> Tensor | None:
+def _labels(args: argparse.Namespace, cascade: Any, n: int) -> Tensor | None:
     if not args.labels:
         return None
-    if not stage.net.config.num_classes:  # type: ignore[union-attr]
+    if not cascade.stages[0].net.config.num_classes:
         raise ValueError("--labels given but this model is not class-conditional")
     labels = [int(v) for part in args.labels for v in str(part).split(",") if v.strip()]
     return torch.tensor(labels, dtype=torch.long).repeat(n // len(labels) + 1)[:n]
 
 
-def _draw(args: argparse.Namespace, stage: LoadedStage, device: torch.device, n: int) -> tuple[Tensor, Tensor | None]:
-    cfg: RunConfig = stage.config
+def _draw(args: argparse.Namespace, cascade: Any, n: int) -> tuple[Tensor, Tensor | None]:
+    stage = cascade.stages[0]
     built_in = (stage.meta.get("distill") or {}).get("guidance")
     if built_in is not None and args.guidance not in (None, 1.0):
         print(
@@ -74,12 +63,15 @@ def _draw(args: argparse.Namespace, stage: LoadedStage, device: torch.device, n:
             f"--guidance {args.guidance} applies classifier-free guidance on top of it",
             file=sys.stderr,
         )
-    x, labels = generate(
-        stage.net, cfg, stage.image_shape, n, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
-        guidance=args.guidance, labels=_labels(args, stage, n), seed=args.seed, device=device,
-        precision="bf16" if args.bf16 else "fp32", batch_size=args.batch_size, progress=args.progress,
-    )  # fmt: skip
-    return crop_padding(x, cfg), labels
+    classes = int(stage.meta.get("num_classes") or 0)
+    labels = _labels(args, cascade, n)
+    labels = torch.arange(n) % classes if classes and labels is None else labels
+    x = cascade.sample(
+        n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, guidance=args.guidance, labels=labels,
+        aug=args.aug, seed=args.seed, precision="bf16" if args.bf16 else "fp32", batch_size=args.batch_size,
+        progress=args.progress,
+    )[-1]  # fmt: skip
+    return x, labels
 
 
 def save_samples(path: Path, samples: Tensor, labels: Tensor | None) -> Path:
@@ -122,17 +114,17 @@ def load_samples(path: Path) -> tuple[Tensor, Tensor | None]:
 
 def run_sample(args: argparse.Namespace) -> int:
     """``difflab sample RUN``: a PNG grid (and optionally .npz/.pt samples) from the EMA weights."""
-    from ..data import save_grid
+    from .data import save_grid
 
-    stage, device = _stage(args)
+    cascade, stage = _stages(args)
     t0 = time.perf_counter()
-    x, labels = _draw(args, stage, device, args.n)
+    x, labels = _draw(args, cascade, args.n)
     seconds = time.perf_counter() - t0
     s = stage.config.sample
     sampler, steps = args.sampler or s.sampler, args.steps or s.steps
-    run = Path(args.run)
+    run = Path(args.run[-1])
     out = Path(args.out) if args.out else run / "samples" / f"{sampler}_{steps}steps_seed{args.seed}.png"
-    classes = int(stage.net.config.num_classes or 0)  # type: ignore[union-attr]
+    classes = int(cascade.stages[0].meta.get("num_classes") or 0)
     nrow = args.nrow or (classes if classes and labels is not None and args.labels is None else None)
     save_grid(upscale_for_grid(x), out, nrow=nrow or max(1, round(args.n**0.5)))
     print(f"wrote {out} ({args.n} samples, {sampler} {steps} steps, {seconds:.1f} s)")
@@ -144,25 +136,25 @@ def run_sample(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     """``difflab eval RUN``: sample (or read ``--samples``) and score with ``difflab.eval.evaluate``."""
     try:
-        from ..eval import evaluate
+        from .eval import evaluate
     except ImportError:
         raise ValueError("difflab.eval is not available in this installation") from None
-    stage, device = _stage(args)
+    cascade, stage = _stages(args)
     cfg = stage.config
     s = cfg.sample
-    info: dict[str, Any] = {"run": str(args.run), "dataset": cfg.data.name}
+    info: dict[str, Any] = {"run": " ".join(map(str, args.run)), "dataset": cfg.data.name}
     if args.samples:
         x, labels = load_samples(Path(args.samples))
         info["samples_file"] = str(args.samples)
     else:
         t0 = time.perf_counter()
-        x, labels = _draw(args, stage, device, args.n)
+        x, labels = _draw(args, cascade, args.n)
         info.update(
             sampler=args.sampler or s.sampler, steps=args.steps or s.steps, spacing=args.spacing or s.spacing,
             guidance=s.guidance if args.guidance is None else args.guidance, seed=args.seed,
             weights=args.weights, sample_seconds=round(time.perf_counter() - t0, 2),
         )  # fmt: skip
-    scores = evaluate(x, cfg.data.name, labels=labels if cfg.data.conditional else None)
+    scores = evaluate(x, cfg.data.name, labels=labels if "class" in cascade.stages[0].conditions else None)
     result = {**scores, **info}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,95 @@
+"""Cascades: a base stage, then super-resolution stages, each conditioned on the previous output.
+
+Ho et al. 2022 ("Cascaded Diffusion Models"), Saharia et al. 2022 (Imagen). A super-resolution stage
+is an ordinary diffusion run with ``data.conditions`` holding ``lowres`` (``data.lowres_factor`` > 1);
+its network up-samples ``cond["lowres"]`` and concatenates it to the input. Noise-conditioning
+augmentation (``diffusion.lowres_aug`` in training, ``aug`` at sampling) noises that input and gives
+the network the level (``aug_lam``). ::
+
+    cascade = Cascade.load(["runs/fmnist-14", "runs/fmnist-sr28"])
+    images = cascade.sample(16, labels=torch.arange(16) % 10, aug=0.2)[-1]   # (16, 1, 28, 28)
+
+Before any sampling, :meth:`Cascade.check` refuses stages that do not chain (resolutions,
+channels, conditions), naming the stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..train.stage import LoadedStage, load_stage
+
+
+class Cascade:
+    """Stages, base first; stage ``i > 0`` is a super-resolution stage of stage ``i - 1``."""
+
+    def __init__(self, stages: Sequence[LoadedStage]) -> None:
+        self.stages = list(stages)
+        self.check()
+
+    @classmethod
+    def load(cls, paths: Sequence[str | Path], weights: str = "ema", device: Any = "cpu") -> Cascade:
+        """The stages in ``paths`` (run or checkpoint folders of diffusion runs), base first."""
+        return cls([load_stage(p, weights, device) for p in paths])
+
+    def check(self) -> None:
+        """A ValueError naming the stages when they do not chain."""
+        if not self.stages:
+            raise ValueError("a cascade needs at least one stage")
+        base = self.stages[0]
+        if "lowres" in base.conditions:
+            raise ValueError(f"cascade stage 1 ({base.path}) is a super-resolution stage: the first must be a base stage")
+        classes = int(base.meta.get("num_classes") or 0)
+        for i, (prev, stage) in enumerate(zip(self.stages, self.stages[1:], strict=False), start=2):
+            where = f"cascade stage {i} ({stage.path}) after stage {i - 1} ({prev.path})"
+            if "lowres" not in stage.conditions:
+                raise ValueError(f"{where}: stage {i} takes no low-resolution input (data.conditions lacks lowres)")
+            want = [int(v) for v in stage.meta.get("lowres_shape") or []]
+            have = list(prev.image_shape)
+            if want != have:
+                raise ValueError(f"{where}: stage {i} up-samples {want} images, stage {i - 1} makes {have}")
+            if "class" in stage.conditions and int(stage.meta.get("num_classes") or 0) != classes:
+                raise ValueError(
+                    f"{where}: stage {i} is conditioned on {stage.meta.get('num_classes')} classes, "
+                    f"the base stage on {classes or 'none'}"
+                )
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.stages[-1].image_shape
+
+    def sample(
+        self,
+        n: int,
+        *,
+        labels: Tensor | None = None,
+        aug: float | None = None,
+        seed: int = 0,
+        steps: Sequence[int | None] | int | None = None,
+        **options: Any,
+    ) -> list[Tensor]:
+        """The output of every stage (float32, CPU), base first. ``labels`` go to every class-conditional
+        stage (default: ``arange(n) % classes``); ``aug`` is the sampling level of noise-conditioning
+        augmentation (a fraction of t; None: each stage's ``sample.lowres_aug``); ``steps`` one count
+        for all stages or one per stage; other ``options`` as for :func:`difflab.train.generate`."""
+        per_stage = list(steps) if isinstance(steps, Sequence) else [steps] * len(self.stages)
+        if len(per_stage) != len(self.stages):
+            raise ValueError(f"steps: {len(per_stage)} values for {len(self.stages)} stages")
+        classes = int(self.stages[0].meta.get("num_classes") or 0)
+        if classes and labels is None:
+            labels = torch.arange(n) % classes
+        outputs: list[Tensor] = []
+        for i, stage in enumerate(self.stages):
+            cond = {"lowres": outputs[-1].clamp(-1.0, 1.0)} if outputs else None
+            outputs.append(
+                stage.sample(
+                    n, labels=labels if "class" in stage.conditions else None, cond=cond, aug=aug,
+                    seed=seed + i, steps=per_stage[i], **options,
+                )  # fmt: skip
+            )
+        return outputs
