@@ -89,8 +89,9 @@ def train_one(name: str, recipe: Recipe, seed: int) -> tuple[FeatureNet, dict[st
     """Train feature net ``name``; return it (eval mode) and the numbers for its metadata."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    x_train, y_train = get_dataset(name, "train").tensors()
-    x_test, y_test = get_dataset(name, "test").tensors()
+    x_train, cond_train = get_dataset(name, "train").tensors()
+    x_test, cond_test = get_dataset(name, "test").tensors()
+    y_train, y_test = cond_train["class"], cond_test["class"]
     net = FeatureNet(recipe.config).to(memory_format=torch.channels_last)  # ~20% faster convs on CPU
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / recipe.batch_size)

@@ -6,7 +6,8 @@ import torch
 
 from difflab.methods.ardm.objective import estimate_nll, oa_loss, sample
 from difflab.methods.ardm.text import ALPHABET, TextARDM, TextWindows, decode, encode, load_corpus
-from difflab.methods.ardm.train import ARDMTrainer
+from difflab.methods.ardm.train import ARDMMethod
+from difflab.train import Trainer
 from difflab.train.config import RunConfig
 
 
@@ -38,13 +39,13 @@ def test_absorbing_state_hides_unknown_characters():
 def test_text_training_lowers_bits_per_character(tmp_path):
     cfg = RunConfig.from_dict(
         {
-            "name": "t", "out_dir": str(tmp_path), "model": {"width": 32, "depth": 1, "heads": 2},
+            "name": "t", "out_dir": str(tmp_path), "method": "ardm", "model": {"width": 32, "depth": 1, "heads": 2},
             "data": {"name": "text", "options": {"seq_len": 16}, "batch_size": 32},
             "train": {"steps": 30, "lr": 3e-3, "ema_decay": 0.0, "log_every": 10, "sample_every": 0, "progress": False},
             "sample": {"steps": 4, "n": 4},
         }
     )  # fmt: skip
-    trainer = ARDMTrainer(cfg, tmp_path / "t")
+    trainer = Trainer(cfg, tmp_path / "t", method=ARDMMethod(cfg))
     test = TextWindows("test", seq_len=16).x
     before = estimate_nll(trainer.net, test, orders=2)["bpd"]
     trainer.fit()

@@ -6,6 +6,8 @@ import argparse
 import json
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 import pytest
 
@@ -91,15 +93,30 @@ def test_errors_raised_by_a_command_are_reported_without_traceback(monkeypatch, 
     def add(p: argparse.ArgumentParser) -> None:
         p.add_argument("path")
 
-    monkeypatch.setitem(cli.COMMANDS, "probe", cli.Command(help="test only", add_arguments=add, run=run))
+    module = types.ModuleType("probe_commands")  # a command lives in a module as add_NAME / run_NAME
+    module.add_probe, module.run_probe = add, run
+    monkeypatch.setitem(sys.modules, "probe_commands", module)
+    monkeypatch.setitem(cli.COMMANDS, "probe", cli.Command(help="test only", where="probe_commands:probe"))
     assert cli.main(["probe", "x.bin"]) == 2
     assert _one_error_line(capsys.readouterr().err) == "difflab: error: cannot read x.bin: bad header"
 
 
-def test_default_steps_agree_with_the_demo():
-    from difflab import demo
+def test_default_steps_and_sampler_names_agree_with_the_library():
+    from difflab import argtypes, commands, demo
+    from difflab.diffusion import SAMPLERS
 
-    assert tuple(cli.DEMO_STEPS) == tuple(demo.DEFAULT_STEPS)
+    assert tuple(commands.DEMO_STEPS) == tuple(demo.DEFAULT_STEPS)
+    assert sorted(argtypes.SAMPLERS) == sorted(SAMPLERS)
+
+
+def test_every_command_has_its_functions_and_no_method_module_imports_the_cli():
+    for name, command in cli.COMMANDS.items():
+        module = command.where.split(":")[0]
+        assert module == "difflab.commands" or module.startswith("difflab.methods."), name
+        assert callable(command._function("add")) and callable(command._function("run")), name
+    for path in (Path(cli.__file__).parent / "methods").rglob("*.py"):  # lower layers never import the CLI
+        imports = [line for line in path.read_text().splitlines() if line.strip().startswith(("from ", "import "))]
+        assert not [line for line in imports if "difflab.cli" in line or "...cli import" in line], path
 
 
 def test_demo_runs_from_the_command_line(tmp_path, capsys):

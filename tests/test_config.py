@@ -124,4 +124,6 @@ def test_shipped_recipes_are_valid(name):
     cfg = load_run_config(Path(__file__).parent.parent / "configs" / name)
     model = resolve_model_config(cfg, 1, 10)
     assert UNet(model).num_parameters() < 2_000_000
-    assert cfg.name == name.removesuffix(".yaml") and model["num_classes"] == (10 if "class" in cfg.data.conditions else 0)
+    assert cfg.name == name.removesuffix(".yaml") and model["num_classes"] == (
+        10 if "class" in cfg.data.conditions else 0
+    )

@@ -14,8 +14,8 @@ from difflab.analytic import Gaussian, GaussianMixture
 from difflab.cli import main
 from difflab.diffusion import CosineSchedule, ddim, make_denoiser
 from difflab.methods.distill import (
-    DistillConfig,
     Distillation,
+    DistillConfig,
     _ddim_to,
     distill,
     distillation_loss,

@@ -221,7 +221,9 @@ def test_resume_checks_the_checkpoint(tmp_path):
 
 
 def test_run_folder(tmp_path):
-    cfg = tiny(data={"conditions": ["class"]}, train={"steps": 4, "sample_every": 2, "warmup": 2}, sample={"guidance": 2.0})
+    cfg = tiny(
+        data={"conditions": ["class"]}, train={"steps": 4, "sample_every": 2, "warmup": 2}, sample={"guidance": 2.0}
+    )
     result = train(cfg, tmp_path / "run")
     run = tmp_path / "run"
     assert result.exit_code == 0 and result.status == "done"

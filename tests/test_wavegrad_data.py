@@ -112,7 +112,7 @@ def test_segments_with_context():
     ds = SegmentDataset(audio, segment=256, hop=64, context=32)
     assert len(ds) == (1000 - 256) // 64 + 1 + 1
     x, y = ds[1]
-    assert x.shape == (1, 320) and y == 0
+    assert x.shape == (1, 320) and y == {}
     assert torch.equal(x[0, :32], torch.zeros(32) + torch.arange(32, 64).float())  # context before offset 64
     short, _ = ds[len(ds) - 1]
     assert short.shape == (1, 320) and float(short.sum()) == 100  # zero-padded

@@ -40,7 +40,7 @@ def tiny_config(root: Path, steps: int, prior: str = "standard") -> RunConfig:
             },
             "data": {"name": "speech", "options": {"source": "folder", "root": str(root), "segment_frames": 8},
                      "batch_size": 8},
-            "diffusion": {"parameterization": "eps", "weighting": "snr", "norm": "l1"},
+            "diffusion": {"schedule": "linear", "parameterization": "eps", "weighting": "snr", "norm": "l1"},
             "train": {"steps": steps, "lr": 3e-3, "log_every": 10, "ckpt_every": 0, "sample_every": 0,
                       "progress": False, "threads": 1, "ema_decay": 0.9},
         }
@@ -125,7 +125,7 @@ def test_fit_schedule_ends_the_decay_at_the_time_limit(tones, tmp_path):
         train_wavegrad(cfg, tmp_path / "no-limit", fit_schedule=True)
     res, tr = train_wavegrad(cfg, tmp_path / "fit", time_limit=4.0, fit_schedule=True)
     fitted = tr.cfg.train.steps
-    assert tr.CALIB_WARM + tr.CALIB_TIMED < fitted < 100_000  # measured, not the configured 100,000
+    assert tr.method.CALIB_WARM + tr.method.CALIB_TIMED < fitted < 100_000  # measured, not the configured 100,000
     assert res.status in ("done", "time-limit") and res.exit_code == 0 and res.step <= fitted
     saved = (tmp_path / "fit" / "config.yaml").read_text()
     assert f"steps: {fitted}" in saved  # a resumed run keeps the fitted schedule
@@ -140,8 +140,19 @@ def test_init_from_a_checkpoint_counts_its_training_time(trained, tones, tmp_pat
     cfg = tiny_config(tones, 3)
     cfg.train.init = str(trained)
     res, tr = train_wavegrad(cfg, tmp_path / "cont", snapshots=(0.0,))
-    assert tr.train_seconds_before == before > 0
+    assert tr.method.train_seconds_before == before > 0
     after = json.loads((tmp_path / "cont" / "checkpoint" / "format.json").read_text())["train_seconds"]
     assert after > before  # the continued weights' time includes the first run's
     snap = json.loads(next((tmp_path / "cont" / "snapshots").glob("*.json")).read_text())
     assert snap["train_seconds"] >= before
+
+
+def test_a_diffusion_section_that_is_not_wavegrads_process_is_refused(tones, tmp_path):
+    cfg = tiny_config(tones, 2)
+    cfg.diffusion.parameterization = "v"
+    with pytest.raises(ValueError, match=r"WaveGrad trains with its own process.*diffusion.parameterization='v'"):
+        train_wavegrad(cfg, tmp_path / "v")
+    cfg = tiny_config(tones, 2)
+    cfg.model["up_chanels"] = [16, 16, 8]
+    with pytest.raises(ValueError, match=r"unknown config key 'model.up_chanels' \(did you mean 'up_channels'\?\)"):
+        train_wavegrad(cfg, tmp_path / "typo")

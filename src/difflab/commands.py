@@ -3,7 +3,8 @@
 Each function takes the parsed ``argparse`` namespace and returns an exit status; bad input is
 raised as ValueError / OSError / CheckpointError with a one-line message (``difflab.cli`` prints it).
 ``train`` runs the method the recipe names; ``sample`` and ``eval`` take one diffusion stage, or
-several (a cascade, base first).
+several (a cascade, base first). Each command NAME has ``add_NAME(parser)`` (its arguments) and
+``run_NAME(args)`` here; torch is imported only inside the run functions, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,19 +14,157 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+from .argtypes import DEVICES, SAMPLERS, flatten, float_at_least, int_at_least, int_list
 
-from .train.config import config_from_args
-from .train.distributed import resolve_device
-from .train.stage import LoadedStage, upscale_for_grid
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .train.stage import LoadedStage
+
+
+DEMO_STEPS = (2, 4, 8, 16, 64)  # the same as difflab.demo.DEFAULT_STEPS (a test checks), without torch
+
+
+def add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="outputs/demo", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--n", type=int_at_least(10), default=2000, help="samples per run (default: %(default)s)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--steps",
+        type=int_list(1),
+        nargs="+",
+        default=None,
+        metavar="N",
+        help=f"step counts, e.g. --steps 2 4 8 or --steps 2,4,8 (default: {' '.join(map(str, DEMO_STEPS))})",
+    )
+    p.add_argument(
+        "--samplers",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="samplers to run (default: every sampler in difflab.diffusion.SAMPLERS)",
+    )
+    p.add_argument(
+        "--spacing",
+        choices=("auto", "t", "lam"),
+        default="auto",
+        help="sampling grid uniform in t or in log-SNR: CosineSchedule().lams(steps, SPACING); "
+        "auto: t, but lam for heun (default: %(default)s)",
+    )
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG figure (no matplotlib needed)")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig
+    from .demo import run_demo as demo
+
+    config = DemoConfig(
+        out=args.out, n=args.n, seed=args.seed, spacing=args.spacing, progress=args.progress, plot=not args.no_plot
+    )
+    if args.steps is not None:
+        config.steps = flatten(args.steps)
+    if args.samplers is not None:
+        config.samplers = args.samplers
+    demo(config)
+    return 0
+
+
+def add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG", help="YAML recipe, e.g. configs/digits.yaml")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=500 model.channels=64"
+    )
+    p.add_argument("--out", metavar="RUN", help="run folder (default: OUT_DIR/NAME from the config)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint (exactly, on the same machine)")
+    p.add_argument("--seed", type=int_at_least(0), help="the one seed of data order, noise and samples (train.seed)")
+    p.add_argument("--device", choices=DEVICES, help="train.device (default: from the config, auto)")
+    p.add_argument("--time-limit", type=float_at_least(0.0), metavar="S", help="stop (with a checkpoint) after S s")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
+    p.add_argument(
+        "run", nargs="+", metavar="RUN", help="run folder (or its checkpoint folder); several: a cascade, base first"
+    )
+    p.add_argument("--sampler", choices=SAMPLERS, help="sampler (default: the run's sample.sampler)")
+    p.add_argument("--steps", type=int_at_least(1), help="sampling steps (default: the run's sample.steps)")
+    p.add_argument("--spacing", choices=("t", "lam"), help="grid uniform in t or log-SNR (default: sample.spacing)")
+    p.add_argument(
+        "--guidance",
+        type=float_at_least(0.0),
+        help="CFG weight w, uncond + w (cond - uncond) (default: sample.guidance)",
+    )
+    p.add_argument("--n", type=int_at_least(1), default=n_default, help="number of samples (default: %(default)s)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="noise seed (default: %(default)s)")
+    p.add_argument("--labels", nargs="+", metavar="Y", help="class labels to cycle through, e.g. --labels 3 or 0,1,2")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights (default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="device (default: %(default)s)")
+    p.add_argument(
+        "--aug", type=float_at_least(0.0), help="cascade: noise level of the low-resolution input, a fraction of t "
+        "(default: the stage's sample.lowres_aug)"
+    )  # fmt: skip
+    p.add_argument("--bf16", action="store_true", help="sample under bf16 autocast")
+    p.add_argument(
+        "--batch-size", type=int_at_least(1), help="samples per batch (default: 500 on GPU, by image size on CPU)"
+    )
+    p.add_argument("--progress", action="store_true", help="show a progress bar per batch")
+
+
+def add_sample(p: argparse.ArgumentParser) -> None:
+    add_sampling(p, 64)
+    p.add_argument("--out", metavar="PNG", help="grid file (default: RUN/samples/SAMPLER_STEPSsteps_seedSEED.png)")
+    p.add_argument("--nrow", type=int_at_least(1), help="images per grid row (default: square, or one per class)")
+    p.add_argument("--save", metavar="FILE", help="also write the samples as .npz or .pt (float in [-1, 1], labels)")
+
+
+def add_eval(p: argparse.ArgumentParser) -> None:
+    add_sampling(p, 1000)
+    p.add_argument("--samples", metavar="FILE", help="score these saved samples (.npz/.pt) instead of sampling")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", metavar="JSON", help="also write the result to this file")
+
+
+def add_distill(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="teacher: a run of 'difflab train' (or an earlier distill stage)")
+    p.add_argument("--to-steps", type=int_at_least(1), help="sampling steps of the last student (default: 4)")
+    p.add_argument("--from-steps", type=int_at_least(2), help="teacher DDIM steps the first student halves (256)")
+    p.add_argument("--updates", type=int_at_least(1), help="optimizer updates per halving (default: 1000)")
+    p.add_argument("--batch-size", type=int_at_least(1), help="batch size (default: the teacher's)")
+    p.add_argument("--lr", type=float_at_least(0.0), help="learning rate, decayed linearly to 0 per halving (1e-4)")
+    p.add_argument("--weighting", choices=("truncated-snr", "snr+1"), help="loss weighting (default: truncated-snr)")
+    p.add_argument("--parameterization", choices=("eps", "x", "v", "both"), help="student's (default: teacher's)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--guidance", type=float_at_least(0.0), metavar="W", help="distil the CFG teacher at fixed w")
+    g.add_argument(
+        "--guidance-range",
+        type=float_at_least(0.0),
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="student takes w in [LO, HI] as an input (Meng et al. 2023)",
+    )
+    p.add_argument("--config", metavar="YAML", help="a DistillConfig recipe (flags and key=value override it)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="DistillConfig overrides, e.g. ckpt_every=200")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN-distilled); one run folder per halving")
+    p.add_argument("--resume", action="store_true", help="skip finished halvings and continue an interrupted one")
+    p.add_argument("--seed", type=int_at_least(0), help="seed (default: 0)")
+    p.add_argument("--device", choices=DEVICES, help="device (default: auto)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="training precision (default: fp32)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from .methods.distill import run_distill as distill
+
+    return distill(args)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """``difflab train CONFIG [key=value ...] [--resume] [--out RUN]``: exit 0, 130/143 if interrupted."""
     from .methods import get_method
+    from .train.config import config_from_args
     from .train.trainer import NonFiniteLossError, train
 
     cfg, run_dir = config_from_args(args)
@@ -40,12 +179,15 @@ def run_train(args: argparse.Namespace) -> int:
 def _stages(args: argparse.Namespace) -> tuple[Any, LoadedStage]:
     """(a Cascade, its last stage) of the ``RUN ...`` folders (one folder: a cascade of one stage)."""
     from .methods.cascade import Cascade
+    from .train.distributed import resolve_device
 
     cascade = Cascade.load(args.run, weights=args.weights, device=resolve_device(args.device))
     return cascade, cascade.stages[-1]
 
 
 def _labels(args: argparse.Namespace, cascade: Any, n: int) -> Tensor | None:
+    import torch
+
     if not args.labels:
         return None
     if not cascade.stages[0].net.config.num_classes:
@@ -55,6 +197,8 @@ def _labels(args: argparse.Namespace, cascade: Any, n: int) -> Tensor | None:
 
 
 def _draw(args: argparse.Namespace, cascade: Any, n: int) -> tuple[Tensor, Tensor | None]:
+    import torch
+
     stage = cascade.stages[0]
     built_in = (stage.meta.get("distill") or {}).get("guidance")
     if built_in is not None and args.guidance not in (None, 1.0):
@@ -76,6 +220,8 @@ def _draw(args: argparse.Namespace, cascade: Any, n: int) -> tuple[Tensor, Tenso
 
 def save_samples(path: Path, samples: Tensor, labels: Tensor | None) -> Path:
     """Write samples (and labels) as ``.npz`` (keys samples, labels) or ``.pt`` (a dict of tensors)."""
+    import torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npz":
         import numpy as np
@@ -93,6 +239,8 @@ def save_samples(path: Path, samples: Tensor, labels: Tensor | None) -> Path:
 
 def load_samples(path: Path) -> tuple[Tensor, Tensor | None]:
     """Read what :func:`save_samples` wrote; a missing or unreadable file is a one-line error."""
+    import torch
+
     if not path.is_file():
         raise FileNotFoundError(f"samples file not found: {path}")
     try:
@@ -115,6 +263,7 @@ def load_samples(path: Path) -> tuple[Tensor, Tensor | None]:
 def run_sample(args: argparse.Namespace) -> int:
     """``difflab sample RUN``: a PNG grid (and optionally .npz/.pt samples) from the EMA weights."""
     from .data import save_grid
+    from .train.stage import upscale_for_grid
 
     cascade, stage = _stages(args)
     t0 = time.perf_counter()

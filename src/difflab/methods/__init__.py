@@ -26,6 +26,7 @@ METHODS = {
 
 def get_method(name: str) -> Any:
     """The :class:`difflab.train.Method` class of ``name``; an unknown name lists the known ones."""
+    name = name or "diffusion"
     if name not in METHODS:
         raise ValueError(
             f"unknown method {name!r}; this difflab knows {', '.join(METHODS)} (written by a newer difflab?)"
@@ -34,7 +35,9 @@ def get_method(name: str) -> Any:
     return getattr(importlib.import_module(module), cls)
 
 
-def load(path: str | Path | list[str | Path] | tuple[str | Path, ...], weights: str = "ema", device: Any = "cpu") -> Any:
+def load(
+    path: str | Path | list[str | Path] | tuple[str | Path, ...], weights: str = "ema", device: Any = "cpu"
+) -> Any:
     """What a checkpoint holds, ready to use: a run, checkpoint or exported folder (dispatching on the
     method recorded in its ``format.json``), a WaveGrad snapshot ``.safetensors``, or a list of
     diffusion stage folders (a :class:`~.cascade.Cascade`, base first)."""

@@ -43,7 +43,9 @@ class Cascade:
             raise ValueError("a cascade needs at least one stage")
         base = self.stages[0]
         if "lowres" in base.conditions:
-            raise ValueError(f"cascade stage 1 ({base.path}) is a super-resolution stage: the first must be a base stage")
+            raise ValueError(
+                f"cascade stage 1 ({base.path}) is a super-resolution stage: the first must be a base stage"
+            )
         classes = int(base.meta.get("num_classes") or 0)
         for i, (prev, stage) in enumerate(zip(self.stages, self.stages[1:], strict=False), start=2):
             where = f"cascade stage {i} ({stage.path}) after stage {i - 1} ({prev.path})"
@@ -88,8 +90,13 @@ class Cascade:
             cond = {"lowres": outputs[-1].clamp(-1.0, 1.0)} if outputs else None
             outputs.append(
                 stage.sample(
-                    n, labels=labels if "class" in stage.conditions else None, cond=cond, aug=aug,
-                    seed=seed + i, steps=per_stage[i], **options,
+                    n,
+                    labels=labels if "class" in stage.conditions else None,
+                    cond=cond,
+                    aug=aug,
+                    seed=seed + i,
+                    steps=per_stage[i],
+                    **options,
                 )  # fmt: skip
             )
         return outputs

@@ -339,7 +339,9 @@ def student_model_config(teacher_meta: dict[str, Any], dcfg: DistillConfig, para
 
     m = dict(teacher_meta["model_config"])
     if (dcfg.guidance is not None or dcfg.guidance_range is not None) and not m.get("num_classes"):
-        raise ValueError("guided distillation needs a class-conditional teacher (trained with data.conditions: [class])")
+        raise ValueError(
+            "guided distillation needs a class-conditional teacher (trained with data.conditions: [class])"
+        )
     m["cond_drop"] = {}  # the student always sees the label the teacher was guided with
     m["guidance_embed"] = bool(m.get("guidance_embed")) or dcfg.guidance_range is not None
     m["out_channels"] = output_channels(parameterization, int(m["in_channels"]))

@@ -174,13 +174,14 @@ class SampleConfig:
 class RunConfig:
     """A whole training run: ``out_dir/name`` is the run folder unless ``--out`` says otherwise.
 
-    ``method`` names the :class:`difflab.train.Method` that trains it (diffusion, ardm, wavegrad);
-    ``model`` is that method's typed network config, checked by the method.
+    ``method`` names the :class:`difflab.train.Method` that trains it (diffusion, ardm, wavegrad;
+    empty: diffusion, or the method of the command or function that runs the recipe, such as
+    ``difflab ardm-train``); ``model`` is that method's typed network config, checked by the method.
     """
 
     name: str = "run"
     out_dir: str = "runs"
-    method: str = "diffusion"
+    method: str = ""
     model: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -215,14 +216,11 @@ def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         raise ValueError(f"{path}: {e}") from None
 
 
-def config_from_args(args: argparse.Namespace, method: str | None = None) -> tuple[RunConfig, Path]:
+def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     """The run config and run folder of a train command: ``args.config`` with ``args.overrides`` and
     the ``--seed`` / ``--device`` / ``--no-progress`` flags (those a command has), ``--out`` or the
-    config's own ``out_dir/name``. Shared by ``train``, ``ardm-train`` and ``wavegrad-train``; the
-    last two pass their ``method``, which a recipe without a ``method:`` key takes."""
+    config's own ``out_dir/name``. Shared by ``train``, ``ardm-train`` and ``wavegrad-train``."""
     overrides = list(args.overrides)
-    if method is not None and "method" not in load_yaml(args.config):
-        overrides.append(f"method={method}")
     if getattr(args, "seed", None) is not None:
         overrides.append(f"train.seed={args.seed}")
     if getattr(args, "device", None):

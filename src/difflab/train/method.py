@@ -47,8 +47,9 @@ class Method:
         for section, default in defaults.items():
             if section not in self.sections and getattr(cfg, section) != default:
                 raise ValueError(f"invalid run config: method {self.name!r} does not use the {section!r} section")
-        if cfg.method != self.name:
-            raise ValueError(f"invalid run config: method is {cfg.method!r}, this trainer runs {self.name!r}")
+        if cfg.method not in ("", self.name):
+            raise ValueError(f"invalid run config: method is {cfg.method!r}, but this runs {self.name!r}")
+        cfg.method = self.name  # an empty method is the one that runs the recipe
 
     # -- what every method supplies ------------------------------------------------------------
     def dataset(self, split: str = "train") -> Any:

@@ -231,7 +231,9 @@ class LoadedStage:
         """``n`` samples (float32, CPU, padding cropped) on the device of the weights; ``options``
         as for :func:`generate` (sampler, steps, guidance, labels, cond, aug, seed, ...)."""
         device = next(self.net.parameters()).device
-        return crop_padding(generate(self.net, self.config, self.image_shape, n, device=device, **options)[0], self.config)
+        return crop_padding(
+            generate(self.net, self.config, self.image_shape, n, device=device, **options)[0], self.config
+        )
 
 
 def load_stage(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu") -> LoadedStage:
@@ -336,7 +338,9 @@ class ImageDiffusion(Method):
 
         net, meta, ckpt_dir = load_network(path, UNet, weights, method=cls.name)
         if "image_shape" not in meta:
-            raise CheckpointError(f"{ckpt_dir / 'format.json'}: missing 'image_shape'; not a difflab training checkpoint")
+            raise CheckpointError(
+                f"{ckpt_dir / 'format.json'}: missing 'image_shape'; not a difflab training checkpoint"
+            )
         try:
             cfg = RunConfig.from_dict(load_yaml(ckpt_dir / "config.yaml"))
         except (ValueError, FileNotFoundError) as e:

@@ -355,7 +355,8 @@ class Trainer:
         try:
             while self.step < end and not stop:
                 loss, grad_norm, stop = self._update(batches)
-                self._reason = self._reason or self.method.after_update(self)
+                reason = self.method.after_update(self)  # always called: snapshots, schedule fits
+                self._reason = self._reason or reason
                 stop = stop or self._reason is not None
                 win_loss, win_n = win_loss + loss, win_n + 1
                 monitor.advance()

@@ -16,13 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+from ...argtypes import DEVICES, int_at_least
 
-
-def _positive_int(text: str) -> int:
-    from ...cli import _int_at_least  # loaded by now: this module is imported by difflab.cli's commands
-
-    return _int_at_least(1)(text)
+_positive_int = int_at_least(1)
 
 
 # -- ardm-train ------------------------------------------------------------------------------
@@ -40,7 +36,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ...train.config import config_from_args
     from .train import train_ardm
 
-    cfg, run_dir = config_from_args(args, "ardm")
+    cfg, run_dir = config_from_args(args)
     return train_ardm(cfg, run_dir, resume=args.resume, time_limit=args.time_limit).exit_code
 
 

@@ -77,11 +77,13 @@ class TextWindows(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.x[i], 0
+    cond_keys: tuple[str, ...] = ()
 
-    def tensors(self) -> tuple[Tensor, Tensor]:
-        return self.x, torch.zeros(len(self.x), dtype=torch.long)
+    def __getitem__(self, i: int) -> tuple[Tensor, dict]:
+        return self.x[i], {}
+
+    def tensors(self) -> tuple[Tensor, dict]:
+        return self.x, {}
 
 
 class TextARDM(Fingerprinted, nn.Module):

@@ -12,27 +12,13 @@ import argparse
 import time
 from pathlib import Path
 
+from ...argtypes import DEVICES, float_at_least, int_at_least
+
 SCHEDULES = ("auto", "searched", "naive", "fixed")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {v}")
-    return v
+_positive_float = float_at_least(0.0, strict=True)
+_positive_int = int_at_least(1)
 
 
 def _search_args(p: argparse.ArgumentParser, flag: str, default: int | None) -> None:
@@ -42,12 +28,12 @@ def _search_args(p: argparse.ArgumentParser, flag: str, default: int | None) -> 
     p.add_argument("--method", choices=("coordinate", "exhaustive"), default="coordinate", help="grid search method")
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="CONFIG", help="YAML recipe, e.g. configs/wavegrad-small.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.prior=priorgrad")
     p.add_argument("--out", metavar="RUN", help="run folder (default: OUT_DIR/NAME from the config)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="train.device")
+    p.add_argument("--device", choices=DEVICES, help="train.device")
     p.add_argument("--minutes", type=_positive_float, help="stop cleanly (with a checkpoint) after this many minutes")
     p.add_argument(
         "--fit-schedule",
@@ -73,12 +59,12 @@ def run_train(args: argparse.Namespace) -> int:
     from ...train.config import config_from_args
     from .train import train_wavegrad
 
-    cfg, run_dir = config_from_args(args, "wavegrad")
+    cfg, run_dir = config_from_args(args)
     snaps = tuple(float(s) for s in args.snapshots.split(",") if s.strip())
     keep = None if args.snapshot_weights is None else tuple(float(s) for s in args.snapshot_weights.split(",") if s)
     limit = args.minutes * 60 if args.minutes else None
     if args.fit_schedule and limit is None:
-        raise SystemExit("error: --fit-schedule needs --minutes (it fits train.steps into that time)")
+        raise ValueError("--fit-schedule needs --minutes (it fits train.steps into that time)")
     result, trainer = train_wavegrad(
         cfg, run_dir, resume=args.resume, time_limit=limit, snapshots=snaps, snapshot_weights=keep,
         fit_schedule=args.fit_schedule,
@@ -102,7 +88,7 @@ def _search(run: Path, steps: int, args: argparse.Namespace, val_audio: list, de
     )
 
 
-def add_search_arguments(p: argparse.ArgumentParser) -> None:
+def add_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="WaveGrad run folder (its config names the validation data)")
     _search_args(p, "--steps", 6)
     p.add_argument("--device", default="cpu", help="device (default: %(default)s)")
@@ -122,7 +108,7 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_vocode_arguments(p: argparse.ArgumentParser) -> None:
+def add_vocode(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="WaveGrad run folder, checkpoint folder or snapshot .safetensors")
     p.add_argument("input", metavar="IN.wav", help="audio file whose mel is re-synthesised")
     p.add_argument("-o", "--out", required=True, metavar="OUT.wav", help="output WAV file")

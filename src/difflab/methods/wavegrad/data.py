@@ -269,7 +269,9 @@ class SegmentDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.utt)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    cond_keys: tuple[str, ...] = ()  # the mel is computed from the segment itself, in the loss
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         a = self.audio[int(self.utt[index])]
         o = int(self.off[index])
-        return a[o : o + self.segment + 2 * self.context].unsqueeze(0), 0
+        return a[o : o + self.segment + 2 * self.context].unsqueeze(0), {}

@@ -31,7 +31,7 @@ import torch
 
 from ...config import dump_yaml
 from ...train.checkpoint import CHECKPOINT_DIR, load_checkpoint
-from ...train.config import RunConfig
+from ...train.config import DiffusionConfig, RunConfig
 from ...train.distributed import all_reduce_sum
 from ...train.method import Method
 from ...train.trainer import Trainer
@@ -79,7 +79,21 @@ class WaveGradMethod(Method):
         fit_schedule: bool = False,
     ) -> None:
         super().__init__(cfg)
-        d, (b0, b1, n) = cfg.diffusion, TRAIN_BETAS
+        self._check_process(cfg.diffusion)
+        self.snapshot_times, self.fit_schedule = sorted(snapshots), fit_schedule
+        self._calib: tuple[int, float] | None = None
+        self.snapshot_weights = None if snapshot_weights is None else set(snapshot_weights)
+        self._val_clips: torch.Tensor | None = None
+        torch.backends.cudnn.benchmark = True  # fixed segment shapes: let cuDNN pick the fastest convs
+        self.schedule_done, self.train_seconds_before, self.t_start = False, 0.0, time.perf_counter()
+        self.levels = noise_levels(train_betas())
+
+    @staticmethod
+    def _check_process(d: DiffusionConfig) -> None:
+        """A ``diffusion:`` section, when given, must describe WaveGrad's own process."""
+        if d == DiffusionConfig():
+            return
+        (b0, b1, n) = TRAIN_BETAS
         want = {"schedule": "linear", "parameterization": "eps", "norm": "l1"}
         bad = [f"diffusion.{k}={getattr(d, k)!r}" for k, v in want.items() if getattr(d, k) != v]
         opts = {"n": n, "beta_start": b0, "beta_end": b1}
@@ -90,13 +104,6 @@ class WaveGradMethod(Method):
                 f"invalid run config: WaveGrad trains with its own process ({want}, schedule_options {opts}); "
                 f"not {', '.join(bad)}"
             )
-        self.snapshot_times, self.fit_schedule = sorted(snapshots), fit_schedule
-        self._calib: tuple[int, float] | None = None
-        self.snapshot_weights = None if snapshot_weights is None else set(snapshot_weights)
-        self._val_clips: torch.Tensor | None = None
-        torch.backends.cudnn.benchmark = True  # fixed segment shapes: let cuDNN pick the fastest convs
-        self.schedule_done, self.train_seconds_before, self.t_start = False, 0.0, time.perf_counter()
-        self.levels = noise_levels(train_betas())
 
     # -- hooks -----------------------------------------------------------------------------
     def dataset(self, split: str = "train") -> SegmentDataset:
@@ -121,7 +128,9 @@ class WaveGradMethod(Method):
     def build(self, model_config: dict[str, Any]) -> torch.nn.Module:
         return WaveGrad(model_config)
 
-    def loss(self, net: Any, x: torch.Tensor, cond: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    def loss(
+        self, net: Any, x: torch.Tensor, cond: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> torch.Tensor:
         ctx = self.mel.n_fft // 2
         with torch.autocast(x.device.type, enabled=False):
             mel = log_mel(x[:, 0].float(), self.mel, center=False)[..., :-1]
@@ -141,7 +150,9 @@ class WaveGradMethod(Method):
             raise ValueError("fit_schedule needs a time limit (--minutes): it fits train.steps into that time")
         self.trainer = trainer
         if trainer.step > 0:
-            self.train_seconds_before = float(load_checkpoint(trainer.ckpt_dir, with_state=False).meta.get("train_seconds", 0))
+            self.train_seconds_before = float(
+                load_checkpoint(trainer.ckpt_dir, with_state=False).meta.get("train_seconds", 0)
+            )
         elif self.cfg.train.init:  # continuing trained weights: their training time counts (curves, train_hours)
             self.train_seconds_before = init_train_seconds(self.cfg.train.init)
         self.t_start = time.perf_counter()

@@ -1,0 +1,57 @@
+"""Argument types and choices shared by every ``difflab`` subcommand (no torch import).
+
+A bad value is an ``argparse.ArgumentTypeError`` that the CLI reports in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "heun")  # difflab.diffusion.SAMPLERS, without importing torch (a test checks)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def int_at_least(lo: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {v}")
+        return v
+
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def int_list(lo: int) -> Callable[[str], list[int]]:
+    """A comma-separated list of integers (``2,4,8``); used with ``nargs="+"`` so that
+    ``--steps 2 4 8`` works too."""
+    one = int_at_least(lo)
+
+    def parse(text: str) -> list[int]:
+        return [one(p) for p in text.split(",") if p.strip()]
+
+    return parse
+
+
+def flatten(lists: Sequence[Sequence[int]]) -> list[int]:
+    return [v for part in lists for v in part]
+
+
+def float_at_least(lo: float, strict: bool = False) -> Callable[[str], float]:
+    """A number ``>= lo`` (``> lo`` when ``strict``)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (v > lo if strict else v >= lo):
+            raise argparse.ArgumentTypeError(f"must be a number {'>' if strict else '>='} {lo}, got {v}")
+        return v
+
+    parse.__name__ = f"number {'>' if strict else '>='} {lo}"
+    return parse
