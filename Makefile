@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(MAKE) --no-print-directory debian-data
 	touch $(STAMP)
 
-# Real data sets that Debian packages (see DESIGN.md); needs root, as on CI and dev machines.
+# Real data sets that Debian packages (see docs/design.md); needs root, as on CI and dev machines.
 DEBIAN_PKGS := dataset-fashion-mnist asterisk-core-sounds-en asterisk-core-sounds-en-g722 espeak-ng
 debian-data:
 	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

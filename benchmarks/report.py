@@ -282,6 +282,7 @@ RENDERERS: dict[str, Renderer] = {
     "distillation.json": _section_from("distillation", "render"),
     "ardm.json": _section_from("ardm", "render_ardm"),
     "wavegrad.json": _section_from("wavegrad", "render_wavegrad", "WaveGrad vocoder"),
+    "cascade.json": _section_from("cascade", "render_cascade", "Cascade: base + super-resolution vs one model"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -127,3 +128,30 @@ def test_shipped_recipes_are_valid(name):
     assert cfg.name == name.removesuffix(".yaml") and model["num_classes"] == (
         10 if "class" in cfg.data.conditions else 0
     )
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_recipe_is_accepted_by_its_method(path):
+    from difflab.config import from_dict
+    from difflab.methods import get_method
+    from difflab.train import resolve_model_config
+
+    cfg = load_run_config(path)
+    method = get_method(cfg.method)(cfg)  # checks the sections the method does not read
+    if method.model_config_class is not None:
+        from_dict(method.model_config_class, cfg.model, "model")
+    else:
+        resolve_model_config(cfg, 1, 10, 1)
+    assert cfg.method == method.name
+
+
+def test_a_recipe_section_its_method_does_not_use_is_refused():
+    from difflab.methods import get_method
+
+    cfg = RunConfig.from_dict({"method": "ardm", "diffusion": {"parameterization": "eps"}})
+    with pytest.raises(ValueError, match="method 'ardm' does not use the 'diffusion' section"):
+        get_method("ardm")(cfg)
+    with pytest.raises(ValueError, match="unknown method 'ardn'; this difflab knows diffusion, ardm, wavegrad"):
+        get_method("ardn")

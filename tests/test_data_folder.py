@@ -75,7 +75,7 @@ def test_random_crop_follows_torch_seed(tmp_path) -> None:
     b = [ds[0][0] for _ in range(4)]
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     assert not all(torch.equal(a[0], u) for u in a[1:])
-    assert ds.class_names == ("",) and ds[0][1] == {"class": 0}
+    assert ds.class_names == ("",) and ds[0][1] == {} and ds.cond_keys == ()
 
 
 def test_truncated_jpeg_is_replaced_on_the_fly(tmp_path) -> None:

@@ -1,6 +1,6 @@
 """Cross-check difflab's samplers against diffusers' schedulers, an independent implementation.
 
-Mapping between the two (SPEC.md sections 0 and 1):
+Mapping between the two (docs/math.md sections 0 and 1):
 
 - Both use DDPM's linear betas (1e-4 .. 0.02, 1000 steps): difflab's ``LinearBetaSchedule()``.
 - diffusers' 0-based timestep ``k`` is difflab's ``t = (k + 1) / 1000`` and ``lam = schedule.lam(t)``;

@@ -68,16 +68,16 @@ def overrides(branching: int, channels: int) -> list[str]:
 
 
 def train_one(name: str, branching: int, seconds: float, channels: int, ship: bool) -> Path:
-    from difflab.methods.ardm.train import ARDMTrainer, export_ardm
+    from difflab.methods.ardm.train import ARDMMethod, export_ardm
+    from difflab.train import Trainer
     from difflab.train.config import load_run_config
 
     cfg = load_run_config(ROOT / "configs" / "ardm-fashion-mnist.yaml", overrides(branching, channels))
     run_dir = RUNS / name
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg.out_dir, cfg.name = str(run_dir.parent), run_dir.name
-    trainer = ARDMTrainer(cfg, run_dir)
-    trainer.time_limit = seconds
-    trainer.skip_grids = True  # no sample grid at the calibration pauses
+    method = ARDMMethod(cfg, skip_grids=True)  # no sample grid at the calibration pauses
+    trainer = Trainer(cfg, run_dir, method=method, time_limit=seconds)
     start = time.perf_counter()
     warm = 5 if SMOKE else 40
     trainer.fit(until=warm)
@@ -87,7 +87,7 @@ def train_one(name: str, branching: int, seconds: float, channels: int, ship: bo
     left = seconds - (time.perf_counter() - start)
     trainer.cfg.train.steps = max(2 * warm + 1, 2 * warm + int(rate * left * 0.97))
     log(f"{name}: {rate:.1f} steps/s -> {trainer.cfg.train.steps} steps ({trainer.net.summary()})")
-    trainer.skip_grids = SMOKE
+    method.skip_grids = SMOKE
     result = trainer.fit()
     trainer.close()
     log(f"{name}: stopped at step {result.step} ({result.status}), loss {result.loss}")

@@ -1,4 +1,4 @@
-"""Argument types and choices shared by every ``difflab`` subcommand (no torch import).
+"""Argument types, choices and the training arguments shared by ``difflab`` subcommands (no torch import).
 
 A bad value is an ``argparse.ArgumentTypeError`` that the CLI reports in one line.
 """
@@ -55,3 +55,18 @@ def float_at_least(lo: float, strict: bool = False) -> Callable[[str], float]:
 
     parse.__name__ = f"number {'>' if strict else '>='} {lo}"
     return parse
+
+
+def add_train_arguments(p: argparse.ArgumentParser, example: str, minutes: bool = False) -> None:
+    """What every training command takes: CONFIG (``example``), KEY=VALUE overrides, ``--out``, ``--resume``,
+    ``--device``, ``--no-progress`` and a time limit (``--time-limit`` seconds, or ``--minutes``)."""
+    p.add_argument("config", metavar="CONFIG", help=f"YAML recipe, e.g. {example}")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=500")
+    p.add_argument("--out", metavar="RUN", help="run folder (default: OUT_DIR/NAME from the config)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint (exactly, on the same machine)")
+    p.add_argument("--device", choices=DEVICES, help="train.device (default: from the config, auto)")
+    if minutes:
+        p.add_argument("--minutes", type=float_at_least(0, strict=True), help="stop (with a checkpoint) after M min")
+    else:
+        p.add_argument("--time-limit", type=float_at_least(0.0), metavar="S", help="stop (with a checkpoint) after S s")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .argtypes import DEVICES, SAMPLERS, flatten, float_at_least, int_at_least, int_list
+from .argtypes import DEVICES, SAMPLERS, add_train_arguments, flatten, float_at_least, int_at_least, int_list
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -31,28 +31,13 @@ def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs/demo", metavar="DIR", help="output folder (default: %(default)s)")
     p.add_argument("--n", type=int_at_least(10), default=2000, help="samples per run (default: %(default)s)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: %(default)s)")
+    default_steps = " ".join(map(str, DEMO_STEPS))
+    p.add_argument("--steps", type=int_list(1), nargs="+", metavar="N", help=f"step counts (default: {default_steps})")
+    p.add_argument("--samplers", nargs="+", metavar="NAME", help="samplers to run (default: all of SAMPLERS)")
     p.add_argument(
-        "--steps",
-        type=int_list(1),
-        nargs="+",
-        default=None,
-        metavar="N",
-        help=f"step counts, e.g. --steps 2 4 8 or --steps 2,4,8 (default: {' '.join(map(str, DEMO_STEPS))})",
-    )
-    p.add_argument(
-        "--samplers",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help="samplers to run (default: every sampler in difflab.diffusion.SAMPLERS)",
-    )
-    p.add_argument(
-        "--spacing",
-        choices=("auto", "t", "lam"),
-        default="auto",
-        help="sampling grid uniform in t or in log-SNR: CosineSchedule().lams(steps, SPACING); "
-        "auto: t, but lam for heun (default: %(default)s)",
-    )
+        "--spacing", choices=("auto", "t", "lam"), default="auto", help="grid uniform in t or in log-SNR: "
+        "CosineSchedule().lams(steps, SPACING); auto: t, but lam for heun (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG figure (no matplotlib needed)")
 
@@ -73,16 +58,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", metavar="CONFIG", help="YAML recipe, e.g. configs/digits.yaml")
-    p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=500 model.channels=64"
-    )
-    p.add_argument("--out", metavar="RUN", help="run folder (default: OUT_DIR/NAME from the config)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint (exactly, on the same machine)")
+    add_train_arguments(p, "configs/digits.yaml (its method: diffusion, ardm or wavegrad)")
     p.add_argument("--seed", type=int_at_least(0), help="the one seed of data order, noise and samples (train.seed)")
-    p.add_argument("--device", choices=DEVICES, help="train.device (default: from the config, auto)")
-    p.add_argument("--time-limit", type=float_at_least(0.0), metavar="S", help="stop (with a checkpoint) after S s")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:

@@ -83,12 +83,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if value not in typing.get_args(tp):
             raise bad()
         return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+    if tp in (bool, int, str):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise bad()
         return value
     if tp is float:
@@ -100,10 +96,6 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad()
         return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad()
-        return value
     if origin is tuple:
         items = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):

@@ -214,19 +214,16 @@ def _compute(config: DemoConfig) -> tuple[dict[str, Any], dict[Any, tuple[Tensor
     }
     z0 = torch.randn(n, 2, generator=_gen(seed, 3), dtype=torch.float64)
     runs = [(s, k) for s in config.samplers for k in steps]
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm  # lazy: keep `import difflab` cheap
+    from tqdm.auto import tqdm  # lazy: keep `import difflab` cheap
 
-        bar = tqdm(total=1 + len(runs) + len(GUIDANCE_WEIGHTS) + 1, desc="demo", unit="run")
+    bar = tqdm(total=1 + len(runs) + len(GUIDANCE_WEIGHTS) + 1, desc="demo", unit="run", disable=not config.progress)
     # The probability-flow ODE solution for the same noise, to measure the deterministic
     # samplers' own error (which keeps falling after SW2 has reached the sampling noise floor).
     ode_steps = max(ODE_REFERENCE_MIN_STEPS, 4 * steps[-1])
     x_ode = None
     if any(name not in STOCHASTIC for name in config.samplers):
         x_ode = dpmpp_2m(mix.denoise, z0.clone(), schedule.lams(ode_steps, "t"))
-    if bar is not None:
-        bar.update(1)
+    bar.update(1)
     rows, samples = [], {"data": (data, assign(mix, data))}
     for name, k in runs:
         den, calls = _counted(mix.denoise)
@@ -237,25 +234,16 @@ def _compute(config: DemoConfig) -> tuple[dict[str, Any], dict[Any, tuple[Tensor
         dt = time.perf_counter() - t0
         labels = assign(mix, x)
         ode = None if x_ode is None or name in STOCHASTIC else float((x - x_ode).pow(2).sum(1).mean().sqrt())
-        rows.append(
-            {
-                "sampler": name,
-                "steps": k,
-                "nfe": calls[0],
-                "sw2": sw2(x),
-                "ode_error": ode,
-                "weight_tv": weight_tv(mix, labels),
-                "time_s": dt,
-            }
-        )
+        stats = {"nfe": calls[0], "sw2": sw2(x), "ode_error": ode, "weight_tv": weight_tv(mix, labels), "time_s": dt}
+        rows.append({"sampler": name, "steps": k, **stats})
         samples[(name, k)] = (x, labels)
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
 
     guided = []
     zg = torch.randn(n, 2, generator=_gen(seed, 5), dtype=torch.float64)
     label, null = torch.full((n,), GUIDANCE_CLASS), torch.full((n,), -1)
     mu = mix.components[GUIDANCE_CLASS].mean
+    guidance_lams = schedule.lams(GUIDANCE_STEPS, spacing_for(config, "ddim"))
     for w, thr in [(w, False) for w in GUIDANCE_WEIGHTS] + [(GUIDANCE_WEIGHTS[-1], True)]:
         den = cfg(mix.denoise, w, null)
         if thr:
@@ -265,9 +253,7 @@ def _compute(config: DemoConfig) -> tuple[dict[str, Any], dict[Any, tuple[Tensor
         def track(info: dict, peak: list[float] = peak) -> None:
             peak[0] = max(peak[0], float(info["x_hat"].abs().max()))
 
-        x = ddim(
-            den, zg.clone(), schedule.lams(GUIDANCE_STEPS, spacing_for(config, "ddim")), cond=label, callback=track
-        )
+        x = ddim(den, zg.clone(), guidance_lams, cond=label, callback=track)
         labels = assign(mix, x)
         guided.append(
             {
@@ -280,10 +266,8 @@ def _compute(config: DemoConfig) -> tuple[dict[str, Any], dict[Any, tuple[Tensor
             }
         )
         samples[("cfg", w, thr)] = (x, labels)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     metrics = {
         "config": {
             "n": n,
@@ -392,17 +376,9 @@ def plot_demo(metrics: dict[str, Any], samples: dict[Any, tuple[Tensor, Tensor]]
     width = 2.25 * (max(nt, ng - 1.6) + 1.6)
     fig = plt.figure(figsize=(width, 2.25 * (top + 1.3) + 0.6))
     outer = fig.add_gridspec(
-        2,
-        2,
-        width_ratios=[width / 2.25 - 1.6, 1.6],
-        height_ratios=[top, 1.3],
-        left=0.05,
-        right=0.98,
-        bottom=0.03,
-        top=1 - 0.75 / fig.get_figheight(),
-        wspace=0.12,
-        hspace=0.2,
-    )
+        2, 2, width_ratios=[width / 2.25 - 1.6, 1.6], height_ratios=[top, 1.3], left=0.05, right=0.98, bottom=0.03,
+        top=1 - 0.75 / fig.get_figheight(), wspace=0.12, hspace=0.2,
+    )  # fmt: skip
     grid = GridSpecFromSubplotSpec(ns, nt, outer[0, 0], wspace=0.08, hspace=0.3)
     side = GridSpecFromSubplotSpec(nside, 1, outer[0, 1], hspace=0.55)
     bottom = GridSpecFromSubplotSpec(1, ng, outer[1, :], wspace=0.2)

@@ -37,31 +37,24 @@ class ArrayImageDataset(ImageDataset):
             raise ValueError(f"images must be square, got {images.shape[2]}x{images.shape[3]}")
         if pad < 0:
             raise ValueError(f"pad must be >= 0, got {pad}")
-        self.images = images
-        self.labels = labels
-        self.levels = levels
-        self.name = name
-        self.summary = summary
-        self.class_names = class_names
-        self.split = split
-        self.discrete = bool(discrete)
-        self.pad = int(pad)
+        self.images, self.labels, self.levels, self.split = images, labels, levels, split
+        self.name, self.summary, self.class_names = name, summary, class_names
+        self.discrete, self.pad = bool(discrete), int(pad)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def _padded(self, images: np.ndarray) -> Tensor:
+        k = torch.from_numpy(np.array(images))
+        return torch.nn.functional.pad(k, (self.pad,) * 4) if self.pad else k
+
     def get_levels(self, index: int) -> tuple[Tensor, int]:
-        k = torch.from_numpy(np.array(self.images[index]))
-        if self.pad:
-            k = torch.nn.functional.pad(k, (self.pad,) * 4)
-        return k, int(self.labels[index])
+        return self._padded(self.images[index]), int(self.labels[index])
 
     def tensors(self, discrete: bool | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The whole split as (images (N, C, H, W), {"class": labels int64 (N,)}); float in [-1, 1] unless discrete."""
         discrete = self.discrete if discrete is None else discrete
-        k = torch.from_numpy(np.array(self.images))
-        if self.pad:
-            k = torch.nn.functional.pad(k, (self.pad,) * 4)
+        k = self._padded(self.images)
         x = k if discrete else from_levels(k, self.levels)
         return x, {"class": torch.from_numpy(np.asarray(self.labels, dtype=np.int64))}
 

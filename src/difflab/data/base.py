@@ -107,7 +107,8 @@ class ImageDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} items")
         k, label = self.get_levels(index % n)
-        return (k if self.discrete else from_levels(k, self.levels)), {"class": label}
+        cond = {"class": label} if "class" in self.cond_keys else {}
+        return (k if self.discrete else from_levels(k, self.levels)), cond
 
     @property
     def info(self) -> DatasetInfo:

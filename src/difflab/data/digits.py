@@ -40,13 +40,9 @@ def digits_split_indices(split: str, split_seed: int = 0) -> np.ndarray:
     _, labels = _load_digits()
     rng = np.random.RandomState(split_seed)
     test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:TEST_PER_CLASS] for c in range(10)])
-    is_test = np.zeros(len(labels), dtype=bool)
-    is_test[test] = True
-    if split == "test":
-        return np.flatnonzero(is_test)
-    if split == "train":
-        return np.flatnonzero(~is_test)
-    raise ValueError(f"unknown split {split!r}; valid splits: train, test")
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; valid splits: train, test")
+    return np.flatnonzero(np.isin(np.arange(len(labels)), test) == (split == "test"))
 
 
 class Digits(ArrayImageDataset):
@@ -59,14 +55,5 @@ class Digits(ArrayImageDataset):
     def __init__(self, split: str = "train", *, discrete: bool = False, split_seed: int = 0, pad: int = 0) -> None:
         images, labels = _load_digits()
         idx = digits_split_indices(split, split_seed)
-        super().__init__(
-            images[idx],
-            labels[idx],
-            levels=DIGITS_LEVELS,
-            name="digits",
-            summary=SUMMARY,
-            class_names=DIGIT_CLASSES,
-            split=split,
-            discrete=discrete,
-            pad=pad,
-        )
+        meta = {"levels": DIGITS_LEVELS, "name": "digits", "summary": SUMMARY, "class_names": DIGIT_CLASSES}
+        super().__init__(images[idx], labels[idx], split=split, discrete=discrete, pad=pad, **meta)

@@ -40,6 +40,10 @@ _PREFIX = {"train": "train", "test": "t10k"}
 _IDX_DTYPE = 0x08  # unsigned byte, the only element type Fashion-MNIST uses
 _CACHE: dict[tuple[str, int, int], np.ndarray] = {}
 _LOCK = threading.Lock()
+_HOW_TO_GET = (
+    f"run `apt-get install dataset-fashion-mnist`, or set {ENV_VAR} / pass root= to a folder holding the four "
+    "*-ubyte(.gz) files"
+)
 
 
 def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -51,10 +55,7 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
     else:
         where, origin = DEBIAN_DIR, "the default location"
     if not where.is_dir():
-        raise FileNotFoundError(
-            f"Fashion-MNIST not found at {where} ({origin}): run `apt-get install dataset-fashion-mnist`, "
-            f"or set {ENV_VAR} / pass root= to a folder holding the four *-ubyte(.gz) files"
-        )
+        raise FileNotFoundError(f"Fashion-MNIST not found at {where} ({origin}): {_HOW_TO_GET}")
     return where
 
 
@@ -62,10 +63,7 @@ def _find(root: Path, stem: str) -> Path:
     for name in (f"{stem}.gz", stem):
         if (root / name).is_file():
             return root / name
-    raise FileNotFoundError(
-        f"Fashion-MNIST file {stem}(.gz) missing in {root}: run `apt-get install dataset-fashion-mnist`, "
-        f"or set {ENV_VAR} / pass root= to a folder holding the four *-ubyte(.gz) files"
-    )
+    raise FileNotFoundError(f"Fashion-MNIST file {stem}(.gz) missing in {root}: {_HOW_TO_GET}")
 
 
 def read_idx(path: str | os.PathLike[str], ndim: int) -> np.ndarray:
@@ -146,14 +144,5 @@ class FashionMNIST(ArrayImageDataset):
         pad: int = 0,
     ) -> None:
         images, labels = load_fashion_mnist(split, root)
-        super().__init__(
-            images,
-            labels,
-            levels=256,
-            name="fashion-mnist",
-            summary=SUMMARY,
-            class_names=FASHION_CLASSES,
-            split=split,
-            discrete=discrete,
-            pad=pad,
-        )
+        meta = {"levels": 256, "name": "fashion-mnist", "summary": SUMMARY, "class_names": FASHION_CLASSES}
+        super().__init__(images, labels, split=split, discrete=discrete, pad=pad, **meta)

@@ -103,6 +103,7 @@ class ImageFolder(ImageDataset):
             raise ValueError(f"{self.root} has no train/ and test/ folders: pass test_fraction > 0 for a test split")
         class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and _visible(p))
         self.class_names = tuple(p.name for p in class_dirs) or ("",)
+        self.cond_keys = ("class",) if class_dirs else ()  # a flat folder is unlabelled
         sources = [(d, i) for i, d in enumerate(class_dirs)] or [(base, 0)]
         # In class mode, files lying directly in `base` belong to no class: ignored.
         self.num_ignored = sum(1 for p in base.iterdir() if p.is_file() and _visible(p)) if class_dirs else 0

@@ -29,20 +29,9 @@ from torch.utils.data import Dataset
 from .base import DatasetInfo, ImageDataset
 
 TRAIN_PHOTOS = (
-    "astronaut",
-    "camera",
-    "chelsea",
-    "coins",
-    "rocket",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "moon",
-    "motorcycle",
-    "brick",
-    "grass",
-    "gravel",
-    "china",
-)
+    "astronaut", "camera", "chelsea", "coins", "rocket", "hubble_deep_field", "immunohistochemistry", "moon",
+    "motorcycle", "brick", "grass", "gravel", "china",
+)  # fmt: skip
 TEST_PHOTOS = ("coffee", "flower")
 SUMMARY = "random crops of real photographs from scikit-image and scikit-learn"
 

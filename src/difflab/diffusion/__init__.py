@@ -1,6 +1,6 @@
 """The math of Gaussian diffusion, with no knowledge of images, audio or text.
 
-Schedules (log-SNR), parameterizations, losses, samplers and guidance; see SPEC.md
+Schedules (log-SNR), parameterizations, losses, samplers and guidance; see docs/math.md
 sections 0-4. A denoiser is any callable ``f(z, lam, cond) -> x_hat``.
 """
 

@@ -1,4 +1,4 @@
-"""Guidance as denoiser wrappers (SPEC.md section 4): each takes a denoiser
+"""Guidance as denoiser wrappers (docs/math.md section 4): each takes a denoiser
 ``f(z, lam, cond) -> x_hat`` and returns one, so every guidance composes with every
 sampler and with each other, e.g. ``dynamic_threshold(cfg(f, 5.0, null), 0.995)``.
 

@@ -1,4 +1,4 @@
-"""Training losses (Salimans & Ho 2022, section 4; Hang et al. 2023 for min-SNR; SPEC.md section 2).
+"""Training losses (Salimans & Ho 2022, section 4; Hang et al. 2023 for min-SNR; docs/math.md section 2).
 
 Every weighting is written as ``w(lam) * ||x - x_hat||^2`` in data space:
 

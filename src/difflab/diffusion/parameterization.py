@@ -1,5 +1,5 @@
 """Network parameterizations eps, x, v and both (Salimans & Ho 2022, "Progressive
-Distillation for Fast Sampling of Diffusion Models", section 4; SPEC.md section 2).
+Distillation for Fast Sampling of Diffusion Models", section 4; docs/math.md section 2).
 
 Everything is in terms of the clean-data estimate ``x_hat``: a network's raw output is
 turned into ``(x_hat, eps_hat)`` by :func:`predict`, and :func:`make_denoiser` wraps a

@@ -1,4 +1,4 @@
-"""Noise schedules written in log-SNR (SPEC.md sections 0 and 1).
+"""Noise schedules written in log-SNR (docs/math.md sections 0 and 1).
 
 A schedule maps continuous time ``t in [0, 1]`` to ``lam = log(alpha^2 / sigma^2)``
 (decreasing in t) and back. Variance preserving: ``alpha^2 = sigmoid(lam)``,

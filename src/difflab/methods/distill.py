@@ -1,5 +1,5 @@
 """Progressive distillation (Salimans & Ho 2022, "Progressive Distillation for Fast Sampling of
-Diffusion Models", Algorithm 2; SPEC.md section 5), with guided distillation (Meng et al. 2023,
+Diffusion Models", Algorithm 2; docs/math.md section 5), with guided distillation (Meng et al. 2023,
 "On Distillation of Guided Diffusion Models").
 
 A student with N DDIM steps learns to do in one step what its teacher does in two: from

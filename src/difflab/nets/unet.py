@@ -1,4 +1,4 @@
-"""One U-Net for 1-D audio, 2-D images and 3-D video (SPEC.md sections 0, 7, 8, 9).
+"""One U-Net for 1-D audio, 2-D images and 3-D video (docs/math.md sections 0, 7, 8, 9).
 
 The architecture is the diffusion U-Net of DDPM (Ho et al. 2020) with the improvements of
 ADM (Dhariwal & Nichol 2021: scale-shift conditioning, multi-head attention), the options of

@@ -1,4 +1,4 @@
-"""Checkpoint folders (DESIGN.md, "Checkpoints").
+"""Checkpoint folders (docs/design.md, "Checkpoints are folders").
 
 A checkpoint is a folder::
 

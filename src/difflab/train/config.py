@@ -1,4 +1,4 @@
-"""The typed run config: one YAML recipe describes a whole training run (DESIGN.md, "Configs").
+"""The typed run config: one YAML recipe describes a whole training run (docs/design.md, "Conventions").
 
 Sections: ``model`` (a dict for :class:`difflab.nets.UNetConfig`), ``data``, ``diffusion``,
 ``train`` and ``sample``. Every key is checked (a typo names the valid keys) and every value is
@@ -62,7 +62,7 @@ class DataConfig:
 
 @dataclass
 class DiffusionConfig:
-    """The diffusion process and loss (SPEC.md sections 1 and 2).
+    """The diffusion process and loss (docs/math.md sections 1 and 2).
 
     ``schedule`` and ``schedule_options`` go to ``difflab.diffusion.get_schedule``;
     ``parameterization`` eps|x|v|both; ``weighting`` snr|truncated-snr|snr+1|min-snr|constant;
@@ -97,7 +97,7 @@ class TrainConfig:
     ``final_lr_ratio * lr`` at ``steps``. ``grad_clip`` 0 turns clipping off (the norm is still
     logged). ``ema_decay`` 0 makes the EMA a copy of the weights; with ``ema_warmup`` the decay at
     update t is ``min(ema_decay, (1 + t) / (10 + t))``. ``cond_drop`` is the probability of
-    dropping the class label (classifier-free guidance; used when ``data.conditional``).
+    dropping the class label (classifier-free guidance; used when ``data.conditions`` has ``class``).
     ``sample_every`` / ``ckpt_every`` / ``log_every`` 0 means only at the end. ``threads`` > 0 sets
     ``torch.set_num_threads`` (0 keeps torch's default; on a busy CPU, 1 thread per process is often
     fastest for small models). ``init`` starts a new run from the weights of another run, checkpoint

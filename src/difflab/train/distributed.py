@@ -1,4 +1,4 @@
-"""Devices and DistributedDataParallel (DESIGN.md, "Distributed" and "Devices and precision").
+"""Devices and DistributedDataParallel (docs/design.md, "Conventions").
 
 ``torchrun --nproc_per_node N -m difflab train ...`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` then starts a

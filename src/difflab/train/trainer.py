@@ -1,4 +1,4 @@
-"""One trainer for every stage (DESIGN.md): AdamW + warm-up/decay, clipping, accumulation, EMA,
+"""One trainer for every stage (docs/design.md): AdamW + warm-up/decay, clipping, accumulation, EMA,
 mixed precision, DDP, checkpoints that resume exactly, sample grids, metrics, clean interruption.
 
 Determinism. Everything random in update ``s`` (0-based) is a pure function of ``(seed, s, rank)``:
@@ -331,7 +331,9 @@ class Trainer:
         """
         t, main = self.cfg.train, self.dist.is_main
         start, t0 = self.step, time.perf_counter()
-        self._t_start, self._reason = t0, None
+        self._reason = None
+        if getattr(self, "_t_start", None) is None:  # the time limit counts from the first fit of this trainer
+            self._t_start = t0
         end = t.steps if until is None else min(until, t.steps)
         per_step = self.cfg.data.batch_size * t.grad_accum * self.dist.world_size
         if main:

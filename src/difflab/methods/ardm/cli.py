@@ -16,20 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-from ...argtypes import DEVICES, int_at_least
+from ...argtypes import DEVICES, add_train_arguments, int_at_least
 
 _positive_int = int_at_least(1)
 
 
 # -- ardm-train ------------------------------------------------------------------------------
 def add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", metavar="CONFIG", help="YAML recipe, e.g. configs/ardm-digits.yaml")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=500")
-    p.add_argument("--out", metavar="RUN", help="run folder (default: OUT_DIR/NAME from the config)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint")
-    p.add_argument("--device", choices=DEVICES, help="train.device (default: from the config)")
-    p.add_argument("--time-limit", type=float, metavar="S", help="stop (with a checkpoint) after S seconds")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_train_arguments(p, "configs/ardm-digits.yaml")
 
 
 def run_train(args: argparse.Namespace) -> int:

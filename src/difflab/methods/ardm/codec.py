@@ -153,6 +153,14 @@ def _plans(model: Any, plan: str, budget: int | None) -> list[Any]:
     return make_plans(plan, budget, model.D, getattr(model, "step_losses", None), model.num_stages)
 
 
+def _nll_bits(calls: list[tuple[Tensor, Tensor]], n: int) -> Tensor:
+    """float64 bits (n,) of the true digits under the probabilities of :func:`_group_probs`."""
+    bits = torch.zeros(n, dtype=torch.float64)
+    for digits, probs in calls:
+        bits -= torch.log2(probs.gather(-1, digits[..., None]).squeeze(-1)).sum(1)
+    return bits
+
+
 def _group_probs(model: Any, x: Tensor, orders: list[np.ndarray], plans: list[Any]) -> list[tuple[Tensor, Tensor]]:
     """(digits (B, n), float64 probs (B, n, b)) of every network call for the true images ``x``."""
     out = []
@@ -202,10 +210,7 @@ def compress(
             x = x_all[start : start + group]
             calls = _group_probs(model, x, orders, plans)
             if nll_bits is not None:
-                bits = torch.zeros(len(x), dtype=torch.float64)
-                for digits, probs in calls:
-                    bits -= torch.log2(probs.gather(-1, digits[..., None]).squeeze(-1)).sum(1)
-                nll_bits.extend(bits.tolist())
+                nll_bits.extend(_nll_bits(calls, len(x)).tolist())
             arrays = [(digits.numpy().astype(np.int32), probs.numpy()) for digits, probs in reversed(calls)]
             for i in range(len(x)):
                 coder = c.stream.stack.AnsCoder()
@@ -309,12 +314,6 @@ def order_nll(
     x_all = check_images(images, model)
     plans = list(plans) if plans is not None else [None] * model.num_stages
     orders = orders_from_seed(seed, model.D, model.num_stages)
-    out = []
     with torch.no_grad():
-        for start in range(0, len(x_all), group):
-            x = x_all[start : start + group]
-            bits = torch.zeros(len(x), dtype=torch.float64)
-            for digits, probs in _group_probs(model, x, orders, plans):
-                bits -= torch.log2(probs.gather(-1, digits[..., None]).squeeze(-1)).sum(1)
-            out.append(bits)
-    return torch.cat(out)
+        parts = (x_all[start : start + group] for start in range(0, len(x_all), group))
+        return torch.cat([_nll_bits(_group_probs(model, x, orders, plans), len(x)) for x in parts])

@@ -79,9 +79,8 @@ def allocate(stage_costs: Sequence[np.ndarray], k: int) -> list[int]:
             nxt[better], pick[better] = cand[better], m
         best = nxt
         choice.append(pick)
-    used = int(np.argmin(best))  # the largest budget need not be reachable (every stage has at most D calls)
-    finite = np.flatnonzero(np.isfinite(best))
-    used = int(finite[np.argmin(best[finite])]) if len(finite) else used
+    finite = np.flatnonzero(np.isfinite(best))  # the largest budget need not be reachable (at most D calls a stage)
+    used = int(finite[np.argmin(best[finite])]) if len(finite) else 0
     per = []
     for pick in reversed(choice):
         m = int(pick[used])

@@ -15,7 +15,6 @@ first 90% of the prompts for training, the last 10% for the test split.
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import re
 from pathlib import Path
@@ -137,7 +136,3 @@ class TextARDM(Fingerprinted, nn.Module):
     def digit_probs(self, x: Tensor, known: Tensor, stage: int, idx: Tensor) -> Tensor:
         dev = self.pos.device
         return torch.softmax(self.logits(x.to(dev), known.to(dev))[:, idx.to(dev)].double(), -1).cpu()
-
-
-def bits_per_char(nats: float, seq_len: int) -> float:
-    return nats / (seq_len * math.log(2))

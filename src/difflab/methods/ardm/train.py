@@ -10,7 +10,6 @@ bits per dimension, and sample grids drawn with a parallel plan. The recipe's ``
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from ...train.checkpoint import checkpoint_path, load_checkpoint, load_network, 
 from ...train.config import RunConfig
 from ...train.method import Method
 from .model import ImageARDM
-from .objective import bpd, estimate_nll, oa_loss, plan_nll, sample, step_losses
+from .objective import bpd, estimate_nll, oa_loss, sample, step_losses
 from .parallel import make_plans
 from .text import ALPHABET, TextARDM, TextWindows
 
@@ -37,7 +36,7 @@ class ImageARDMConfig:
     mixture of ``mixtures`` components), Upscale-ARDM ``branching`` (0: OA-ARDM; 2 or 4) and the
     ``unet`` (a :class:`difflab.nets.UNetConfig` dict; its channels are set by the ARDM)."""
 
-    head: Literal["softmax", "dlogistic"] = "softmax"
+    head: Literal["softmax", "logistic"] = "softmax"
     mixtures: int = 10
     branching: Literal[0, 2, 4] = 0
     unet: dict[str, Any] = field(default_factory=dict)
@@ -200,7 +199,8 @@ def evaluate_ardm(
     data = data_tensor(make_data(cfg, split))
     x_eval = data if images is None else data[:images]
     t0 = time.perf_counter()
-    nll = estimate_nll(model, x_eval, orders=orders, batch_size=batch_size, seed=seed, device=device)
+    run = {"batch_size": batch_size, "device": device}
+    nll = estimate_nll(model, x_eval, orders=orders, seed=seed, **run)
     result: dict[str, Any] = {
         "run": str(path), "split": split, "images": len(x_eval), "orders": orders, "nll_bpd": nll["bpd"],
         "nll_bpd_se": nll["se"], "stages": model.num_stages, "D": model.D,
@@ -208,7 +208,7 @@ def evaluate_ardm(
     }  # fmt: skip
     if budgets:
         held = data[-min(step_images, len(data)) :]
-        losses = step_losses(model, held, grid=grid, batch_size=batch_size, seed=seed + 1, device=device)
+        losses = step_losses(model, held, grid=grid, seed=seed + 1, **run)
         (ckpt_dir / STEPS_FILE).write_text(json.dumps({"images": len(held), "grid": grid, "losses": losses}))
         model.step_losses = losses
         x_par = data[:parallel_images]
@@ -218,25 +218,9 @@ def evaluate_ardm(
             row: dict[str, Any] = {"steps": k}
             for kind in ("dp", "uniform"):
                 plans = make_plans(kind, k, model.D, losses, model.num_stages)
-                est = estimate_nll(
-                    model,
-                    x_par,
-                    orders=parallel_orders,
-                    batch_size=batch_size,
-                    plans=plans,
-                    seed=seed + 2,
-                    device=device,
-                )
-                row[f"nll_bpd_{kind}"] = est["bpd"]
-                row[f"se_{kind}"] = est["se"]
+                est = estimate_nll(model, x_par, orders=parallel_orders, plans=plans, seed=seed + 2, **run)
+                row.update({f"nll_bpd_{kind}": est["bpd"], f"se_{kind}": est["se"]})
             rows.append(row)
         result["parallel"] = rows
         result["parallel_images"] = len(x_par)
     return result
-
-
-def nll_bpd_of(model: Any, x: Tensor, plans: Any = None, seed: int = 0) -> float:
-    """One-draw NLL estimate in bits per dimension of ``x`` (N, D) (a convenience for tests)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        return float(plan_nll(model, x, plans, generator=gen).mean()) / (x.shape[1] * math.log(2))

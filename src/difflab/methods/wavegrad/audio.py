@@ -170,13 +170,11 @@ def read_audio(path: str | Path, sample_rate: int | None = None, *, resample_to:
         raise AudioError(f"audio file not found: {p}")
     fmt = "g722" if p.suffix.lower() == ".g722" else None
     try:
-        import av  # noqa: F401
-
-        have_av = True
+        import av
     except ImportError:
-        have_av = False
+        av = None
     try:
-        audio, sr = _read_av(p, fmt) if have_av else _read_wave(p)
+        audio, sr = _read_av(p, fmt) if av is not None else _read_wave(p)
     except AudioError:
         raise
     except Exception as e:  # av.error.*, wave.Error, EOFError ...

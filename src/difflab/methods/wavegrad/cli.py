@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ...argtypes import DEVICES, float_at_least, int_at_least
+from ...argtypes import add_train_arguments, float_at_least, int_at_least
 
 SCHEDULES = ("auto", "searched", "naive", "fixed")
 
@@ -29,12 +29,7 @@ def _search_args(p: argparse.ArgumentParser, flag: str, default: int | None) -> 
 
 
 def add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", metavar="CONFIG", help="YAML recipe, e.g. configs/wavegrad-small.yaml")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.prior=priorgrad")
-    p.add_argument("--out", metavar="RUN", help="run folder (default: OUT_DIR/NAME from the config)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint")
-    p.add_argument("--device", choices=DEVICES, help="train.device")
-    p.add_argument("--minutes", type=_positive_float, help="stop cleanly (with a checkpoint) after this many minutes")
+    add_train_arguments(p, "configs/wavegrad-small.yaml", minutes=True)
     p.add_argument(
         "--fit-schedule",
         action="store_true",
@@ -51,7 +46,6 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--snapshot-weights", metavar="S,S", help="save snapshot weights only at these of the --snapshots times"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _search_args(p, "--search", None)
 
 

@@ -122,12 +122,12 @@ def file_splits(names: list[str]) -> dict[str, list[int]]:
     return {"train": [i for i in order if i not in held], "val": val, "test": test}
 
 
-def _finish(names, audio, skipped, sample_rate, what) -> Corpus:
+def _finish(names, audio, skipped, sample_rate, what, splits) -> Corpus:
     if skipped:
         warnings.warn(f"{what}: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0][1]}", DataWarning, 3)
     if not audio:
         raise AudioError(f"{what}: no readable audio files")
-    return Corpus(names, audio, sample_rate, skipped=skipped)
+    return Corpus(names, audio, sample_rate, splits=splits(names, audio), skipped=skipped)
 
 
 def load_asterisk(root: str | Path | None = None, sample_rate: int = 16000, use_cache: bool = True) -> Corpus:
@@ -140,9 +140,7 @@ def load_asterisk(root: str | Path | None = None, sample_rate: int = 16000, use_
             "(apt-get install asterisk-core-sounds-en-g722) or pass root="
         )
     names, audio, skipped = _cached_decode(files, root, sample_rate, "asterisk", use_cache)
-    corpus = _finish(names, audio, skipped, sample_rate, str(root))
-    corpus.splits = asterisk_splits(corpus.names, corpus.audio, sample_rate)
-    return corpus
+    return _finish(names, audio, skipped, sample_rate, str(root), lambda n, a: asterisk_splits(n, a, sample_rate))
 
 
 def load_folder(root: str | Path, sample_rate: int = 16000, use_cache: bool = False) -> Corpus:
@@ -154,9 +152,7 @@ def load_folder(root: str | Path, sample_rate: int = 16000, use_cache: bool = Fa
     if not files:
         raise AudioError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
     names, audio, skipped = _cached_decode(files, root, sample_rate, "folder", use_cache)
-    corpus = _finish(names, audio, skipped, sample_rate, str(root))
-    corpus.splits = file_splits(corpus.names)
-    return corpus
+    return _finish(names, audio, skipped, sample_rate, str(root), lambda n, a: file_splits(n))
 
 
 def load_ljspeech(root: str | Path, sample_rate: int = 22050, use_cache: bool = False) -> Corpus:
@@ -172,9 +168,7 @@ def load_ljspeech(root: str | Path, sample_rate: int = 22050, use_cache: bool = 
         (files if f.is_file() else missing).append(f)
     names, audio, skipped = _cached_decode(files, root, sample_rate, "ljspeech", use_cache) if files else ([], [], [])
     skipped = skipped + [(str(f.relative_to(root)), f"{f}: listed in metadata.csv but missing") for f in missing]
-    corpus = _finish(names, audio, skipped, sample_rate, str(root))
-    corpus.splits = file_splits(corpus.names)
-    return corpus
+    return _finish(names, audio, skipped, sample_rate, str(root), lambda n, a: file_splits(n))
 
 
 # -- compact training cache (for a GPU machine without PyAV / librosa) -----------------------

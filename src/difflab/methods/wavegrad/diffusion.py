@@ -1,6 +1,6 @@
 """WaveGrad's continuous noise level, PriorGrad's data-dependent prior, sampling and schedule search.
 
-Chen et al. 2021, "WaveGrad: Estimating Gradients for Waveform Generation" (SPEC.md section 10):
+Chen et al. 2021, "WaveGrad: Estimating Gradients for Waveform Generation" (docs/math.md section 10):
 
 - training levels from ``beta = linspace(1e-6, 0.01, 1000)``, ``l_s = sqrt(prod_{i<=s}(1 - beta_i))``,
   ``l_0 = 1``; a step ``s`` is drawn uniformly and ``sqrt(alpha_bar) ~ U[l_s, l_{s-1}]`` (section 3.1,
@@ -104,10 +104,8 @@ def fixed_betas(steps: int) -> list[float]:
     """The fixed-formula schedules: 1000 = training, 50 = linspace(1e-4, 0.05), 25 = linspace(1e-4, 0.1)."""
     if steps == 1000:
         return train_betas().tolist()
-    if steps == 50:
-        return torch.linspace(1e-4, 0.05, 50, dtype=torch.float64).tolist()
-    if steps == 25:
-        return torch.linspace(1e-4, 0.1, 25, dtype=torch.float64).tolist()
+    if steps in (25, 50):
+        return torch.linspace(1e-4, 0.05 if steps == 50 else 0.1, steps, dtype=torch.float64).tolist()
     if steps == 6:
         return list(COMMUNITY_6)
     raise ValueError(f"no fixed schedule for {steps} steps; fixed: 6 (community), 25, 50, 1000")

@@ -146,10 +146,8 @@ class WaveGrad(nn.Module):
         c = self.config
         self.n_mels, self.hop = c.mel_config.n_mels, c.mel_config.hop
         self.mel_in = nn.Conv1d(self.n_mels, c.in_channels, 3, padding=1)
-        ups, widths = [], (c.in_channels, *c.up_channels)
-        for i, f in enumerate(c.factors):
-            ups.append(UBlock(widths[i], widths[i + 1], f, c.dilations))
-        self.ups = nn.ModuleList(ups)
+        widths = (c.in_channels, *c.up_channels)
+        self.ups = nn.ModuleList(UBlock(widths[i], widths[i + 1], f, c.dilations) for i, f in enumerate(c.factors))
         self.wave_in = nn.Conv1d(1, c.down_channels[0], 5, padding=2)
         downs_f = list(reversed(c.factors[1:]))  # resolutions of UBlocks n-1 .. 1, finest first
         dc = c.down_channels
@@ -176,11 +174,9 @@ class WaveGrad(nn.Module):
         if z.shape[-1] != mel.shape[-1] * self.hop:
             raise ValueError(f"waveform length {z.shape[-1]} != mel frames {mel.shape[-1]} x hop {self.hop}")
         level = torch.sigmoid(lam.float()).sqrt()
-        feats, h = [], self.wave_in(z)
-        feats.append(h)
+        feats = [self.wave_in(z)]
         for down in self.downs:
-            h = down(h)
-            feats.append(h)
+            feats.append(down(feats[-1]))
         x = self.mel_in(mel.to(z.dtype))
         n = len(self.ups)
         for i, up in enumerate(self.ups):

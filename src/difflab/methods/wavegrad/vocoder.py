@@ -98,10 +98,8 @@ class Vocoder:
         c = self.config
         std = prior_std(m, self.mel_config.hop, c.prior_energy_ref, c.prior_std_min) if c.prior == "priorgrad" else None
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        wav = sample(
-            self.net, m, betas if betas is not None else self.schedule(steps, schedule), std=std, generator=gen
-        )
-        wav = wav[:, 0].clamp(-1.0, 1.0)
+        betas = betas if betas is not None else self.schedule(steps, schedule)
+        wav = sample(self.net, m, betas, std=std, generator=gen)[:, 0].clamp(-1.0, 1.0)
         return wav[0] if single else wav
 
     def resynthesize(
