@@ -63,7 +63,9 @@ def train(args: argparse.Namespace) -> None:
         if _train(config, run, "--time-limit", str(seconds), "train.steps=1000000").wait() != 0:
             raise SystemExit(f"training {run} failed: see {run.with_suffix('.log')}")
     steps = _summary(runs / "sr-aug")["step"]
-    noaug = _train("configs/cascade-fmnist-sr.yaml", runs / "sr-noaug", "diffusion.lowres_aug=0", f"train.steps={steps}")
+    noaug = _train(
+        "configs/cascade-fmnist-sr.yaml", runs / "sr-noaug", "diffusion.lowres_aug=0", f"train.steps={steps}"
+    )
     if single.wait() != 0 or noaug.wait() != 0:
         raise SystemExit(f"training failed: see the logs in {runs}")
     for name in ("base", "sr-aug", "sr-noaug", "single"):
@@ -109,11 +111,12 @@ def evaluate(args: argparse.Namespace) -> None:
 
     best = min(args.levels, key=lambda lv: mean_fd(True, lv))
     chosen = [r for r in sr_rows if r["train_aug"] and r["sample_aug"] == best]
-    summaries = {name: json.loads((runs / name / "summary.json").read_text()) for name in ("base", "sr-aug", "single")}
+    summaries = {name: _summary(runs / name) for name in ("base", "sr-aug", "single")}
+    cascade_seconds = summaries["base"]["seconds"] + summaries["sr-aug"]["seconds"]
     per_image = statistics.median(base_seconds) / args.n + statistics.median(sr_seconds) / args.n
     rows = [
         {
-            "model": "cascade", "train_seconds": round(summaries["base"]["seconds"] + summaries["sr-aug"]["seconds"], 1),
+            "model": "cascade", "train_seconds": round(cascade_seconds, 1),
             "updates": [summaries["base"]["step"], summaries["sr-aug"]["step"]],
             "fd": round(statistics.mean(r["fd"] for r in chosen), 4),
             "fd_sd": round(statistics.stdev(r["fd"] for r in chosen), 4) if len(chosen) > 1 else 0.0,

@@ -55,10 +55,6 @@ class Gaussian:
         the standardised coordinates ``(z - alpha mu)`` in the eigenbasis keep their z-score."""
         return self.mean.to(z) + self._gain(z, lam, self.evals.to(z).sqrt())
 
-    def marginal_cov(self, lam: float) -> Tensor:
-        a2 = 1.0 / (1.0 + math.exp(-lam))
-        return a2 * self.cov + (1 - a2) * torch.eye(self.dim, dtype=torch.float64)
-
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         e = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return self.mean + (e * self.evals.sqrt()) @ self.evecs.T
@@ -177,10 +173,8 @@ def known_coordinates_experiment(
     from .diffusion import CosineSchedule, ddpm, reconstruction_guidance, replacement
 
     data = Gaussian([0.0, 0.0], [[1.0, correlation], [correlation, 1.0]])
-    known = torch.zeros(n, 2, dtype=torch.float64)
-    known[:, 0] = known_value
-    mask = torch.zeros(n, 2, dtype=torch.bool)
-    mask[:, 0] = True
+    known = torch.tensor([known_value, 0.0], dtype=torch.float64).expand(n, 2)
+    mask = torch.tensor([True, False]).expand(n, 2)
     out = {"truth": data.conditional_mean([0], torch.tensor([known_value])).item()}
     methods = {
         "replacement": lambda g: replacement(data.denoise, known, mask, generator=g),

@@ -155,10 +155,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _stages(args: argparse.Namespace) -> tuple[Any, LoadedStage]:
     """(a Cascade, its last stage) of the ``RUN ...`` folders (one folder: a cascade of one stage)."""
-    from .methods.cascade import Cascade
+    from .methods import load
     from .train.distributed import resolve_device
 
-    cascade = Cascade.load(args.run, weights=args.weights, device=resolve_device(args.device))
+    cascade = load(list(args.run), weights=args.weights, device=resolve_device(args.device))
     return cascade, cascade.stages[-1]
 
 

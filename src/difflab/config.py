@@ -24,11 +24,6 @@ from typing import Any, Literal, TypeVar
 C = TypeVar("C")
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
 def _union_args(tp: Any) -> tuple[Any, ...] | None:
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         return typing.get_args(tp)
@@ -138,7 +133,8 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | None, where: str = "") -> 
     if data is not None and not isinstance(data, Mapping):
         raise ValueError(f"config section {where or '(top level)'} must be a mapping, got {data!r}")
     data = dict(data or {})
-    types_ = _field_types(cls)
+    hints = typing.get_type_hints(cls)
+    types_ = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
     for key in data:
         if key not in types_:
             raise ValueError(unknown_key_message(str(key), types_, where))

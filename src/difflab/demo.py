@@ -428,8 +428,7 @@ def plot_demo(metrics: dict[str, Any], samples: dict[Any, tuple[Tensor, Tensor]]
         if key in metrics["floor"]:
             ax.axhline(metrics["floor"][key], color="0.4", ls="--", lw=1, label="exact samples (range)")
             ax.axhspan(*metrics["floor"][key + "_range"], color="0.5", alpha=0.15, lw=0)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.set(xscale="log", yscale="log")
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

@@ -36,30 +36,24 @@ TEST_PHOTOS = ("coffee", "flower")
 SUMMARY = "random crops of real photographs from scikit-image and scikit-learn"
 
 
-def _skimage(name: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        import skimage.data
+def _skimage(name: str) -> np.ndarray:
+    import skimage.data
 
-        if name == "motorcycle":
-            return skimage.data.stereo_motorcycle()[0]
-        return getattr(skimage.data, name)()
-
-    return load
+    if name == "motorcycle":
+        return skimage.data.stereo_motorcycle()[0]
+    return getattr(skimage.data, name)()
 
 
-def _sklearn(filename: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        from sklearn.datasets import load_sample_image
+def _sklearn(filename: str) -> np.ndarray:
+    from sklearn.datasets import load_sample_image
 
-        return load_sample_image(filename)
-
-    return load
+    return load_sample_image(filename)
 
 
 PHOTO_SOURCES: dict[str, Callable[[], np.ndarray]] = {
-    **{n: _skimage(n) for n in TRAIN_PHOTOS + TEST_PHOTOS if n not in ("china", "flower")},
-    "china": _sklearn("china.jpg"),
-    "flower": _sklearn("flower.jpg"),
+    **{n: functools.partial(_skimage, n) for n in TRAIN_PHOTOS + TEST_PHOTOS if n not in ("china", "flower")},
+    "china": functools.partial(_sklearn, "china.jpg"),
+    "flower": functools.partial(_sklearn, "flower.jpg"),
 }
 
 
@@ -148,8 +142,7 @@ class PhotoCrops(ImageDataset):
         room = torch.tensor([[p.shape[1] - self.size + 1, p.shape[2] - self.size + 1] for p in self.photos])
         u = torch.rand(n, 2, generator=g, dtype=torch.float64)
         self.corners = (u * room[self.which]).floor().long()
-        flips = torch.rand(n, generator=g) < 0.5
-        self.flips = flips & self.flip
+        self.flips = (torch.rand(n, generator=g) < 0.5) & self.flip
 
     def __len__(self) -> int:
         return self.length

@@ -21,44 +21,26 @@ _CLASSES: dict[str, type[ImageDataset]] = {
 
 _INFO: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
-        name="digits",
-        summary=digits.SUMMARY + "; the embedded default for demos and tests",
-        channels=1,
-        size=8,
-        levels=digits.DIGITS_LEVELS,
-        num_classes=10,
-        class_names=digits.DIGIT_CLASSES,
+        name="digits", summary=digits.SUMMARY + "; the embedded default for demos and tests", channels=1, size=8,
+        levels=digits.DIGITS_LEVELS, num_classes=10, class_names=digits.DIGIT_CLASSES,
         num_items={"train": 1497, "test": 300},
     ),
     "fashion-mnist": DatasetInfo(
-        name="fashion-mnist",
-        summary=fashion_mnist.SUMMARY + "; Debian package dataset-fashion-mnist or root=",
-        channels=1,
-        size=28,
-        levels=256,
-        num_classes=10,
-        class_names=fashion_mnist.FASHION_CLASSES,
+        name="fashion-mnist", summary=fashion_mnist.SUMMARY + "; Debian package dataset-fashion-mnist or root=",
+        channels=1, size=28, levels=256, num_classes=10, class_names=fashion_mnist.FASHION_CLASSES,
         num_items={"train": 60000, "test": 10000},
     ),
     "image-folder": DatasetInfo(
         name="image-folder",
         summary="Pillow-readable images under root=, one sub-folder per class (size=, channels= options)",
-        channels=None,
-        size=None,
-        levels=256,
-        num_classes=None,
+        channels=None, size=None, levels=256, num_classes=None,
     ),
     "photo-crops": DatasetInfo(
-        name="photo-crops",
-        summary=photos.SUMMARY + " (size=64 default; label = photo index; test = held-out photos)",
-        channels=3,
-        size=64,
-        levels=256,
-        num_classes=len(photos.TRAIN_PHOTOS),
-        class_names=photos.TRAIN_PHOTOS,
+        name="photo-crops", summary=photos.SUMMARY + " (size=64 default; label = photo index; test = held-out photos)",
+        channels=3, size=64, levels=256, num_classes=len(photos.TRAIN_PHOTOS), class_names=photos.TRAIN_PHOTOS,
         num_items={"train": 10000, "test": 1000},
     ),
-}
+}  # fmt: skip
 
 
 def _canonical(name: str) -> str:

@@ -72,14 +72,11 @@ def diffusion_loss(
     x_hat, eps_hat = predict(parameterization, out, z, alpha, sigma)
     w = loss_weight(weighting, lam, gamma)
     snr = torch.exp(lam)
-    use_eps = bcast(lam > 0, z)  # SNR > 1
+    err = torch.where(bcast(lam > 0, z), eps - eps_hat, x - x_hat)  # eps space where SNR > 1
+    scale = torch.where(lam > 0, w / snr, w)
     if norm == "l2":
-        err = torch.where(use_eps, (eps - eps_hat) ** 2, (x - x_hat) ** 2)
-        scale = torch.where(lam > 0, w / snr, w)
-    else:
-        err = torch.where(use_eps, (eps - eps_hat).abs(), (x - x_hat).abs())
-        scale = torch.where(lam > 0, (w / snr).sqrt(), w.sqrt())
-    return scale * err.flatten(1).mean(1)
+        return scale * (err**2).flatten(1).mean(1)
+    return scale.sqrt() * err.abs().flatten(1).mean(1)
 
 
 def training_loss(

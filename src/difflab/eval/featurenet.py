@@ -128,10 +128,8 @@ def save_feature_net(
     net: FeatureNet, name: str, weights_dir: str | os.PathLike[str] | None = None, **metadata: Any
 ) -> tuple[Path, Path]:
     """Write ``net`` as ``NAME.safetensors`` and ``NAME.json`` (config, sha256, ``metadata``); atomic renames."""
-    try:
-        from safetensors.torch import save_file
-    except ImportError as e:  # pragma: no cover - safetensors is a dependency
-        raise ImportError("saving a feature net needs safetensors: pip install safetensors") from e
+    from safetensors.torch import save_file
+
     w_path, j_path = weight_paths(name, weights_dir)
     w_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}

@@ -52,12 +52,6 @@ def _psd_eigh(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(w > tol, w, 0.0), v
 
 
-def _sqrt_psd(s: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix."""
-    w, v = _psd_eigh(s)
-    return (v * np.sqrt(w)) @ v.T
-
-
 def frechet_distance_from_stats(mu_a: Any, sigma_a: Any, mu_b: Any, sigma_b: Any) -> float:
     """Frechet distance between N(mu_a, sigma_a) and N(mu_b, sigma_b) (Heusel et al. 2017, eq. 6).
 
@@ -74,7 +68,8 @@ def frechet_distance_from_stats(mu_a: Any, sigma_a: Any, mu_b: Any, sigma_b: Any
         raise ValueError(
             f"shape mismatch: mu_a {mu_a.shape}, sigma_a {s_a.shape}, mu_b {mu_b.shape}, sigma_b {s_b.shape}"
         )
-    root_a = _sqrt_psd(s_a)
+    w, v = _psd_eigh(s_a)
+    root_a = (v * np.sqrt(w)) @ v.T  # the symmetric square root of S_a
     m = root_a @ s_b @ root_a
     tr_covmean = float(np.sqrt(_psd_eigh(m)[0]).sum())
     diff = mu_a - mu_b

@@ -10,13 +10,6 @@ from typing import Any
 LABEL_KEYS = ("label", "method", "sampler", "name")
 
 
-def _label(row: Mapping[str, Any]) -> str:
-    for key in LABEL_KEYS:
-        if key in row:
-            return str(row[key])
-    return ""
-
-
 def plot_metric_vs_steps(
     rows: Iterable[Mapping[str, Any]],
     path: str | os.PathLike[str],
@@ -52,7 +45,8 @@ def plot_metric_vs_steps(
         floor_key = "fd_floor"
     lines: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
-        lines.setdefault(_label(row), []).append((float(row["steps"]), float(row[metric])))
+        label = next((str(row[key]) for key in LABEL_KEYS if key in row), "")
+        lines.setdefault(label, []).append((float(row["steps"]), float(row[metric])))
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     try:
         for label, points in lines.items():

@@ -36,18 +36,22 @@ def get_method(name: str) -> Any:
 
 
 def load(
-    path: str | Path | list[str | Path] | tuple[str | Path, ...], weights: str = "ema", device: Any = "cpu"
+    path: str | Path | list[str | Path], weights: str = "ema", device: Any = "cpu", method: str | None = None
 ) -> Any:
     """What a checkpoint holds, ready to use: a run, checkpoint or exported folder (dispatching on the
     method recorded in its ``format.json``), a WaveGrad snapshot ``.safetensors``, or a list of
-    diffusion stage folders (a :class:`~.cascade.Cascade`, base first)."""
-    from ..train.checkpoint import checkpoint_path, read_meta
+    diffusion stage folders (a :class:`~.cascade.Cascade`, base first). ``method`` (e.g. "ardm")
+    refuses checkpoints of any other method, naming both: what a command that needs one says."""
+    from ..train.checkpoint import CheckpointError, checkpoint_path, read_meta
 
     if isinstance(path, (list, tuple)):
         from .cascade import Cascade
 
-        return Cascade.load(path, weights, device)
+        return Cascade([load(p, weights, device, "diffusion") for p in path])
     if Path(path).suffix == ".safetensors":
-        return get_method("wavegrad").load(path, weights, device)
-    meta = read_meta(checkpoint_path(path))
-    return get_method(str(meta.get("method", "diffusion"))).load(path, weights, device)
+        name = "wavegrad"
+    else:
+        name = str(read_meta(checkpoint_path(path)).get("method") or "diffusion")
+    if method is not None and name != method:
+        raise CheckpointError(f"{path} holds a {name!r} checkpoint; this needs a {method!r} one")
+    return get_method(name).load(path, weights, device)

@@ -46,8 +46,9 @@ from ..diffusion import diffusion_loss, make_denoiser
 from ..diffusion._util import alpha_sigma, bcast
 from ..train.checkpoint import CheckpointError
 from ..train.config import RunConfig
-from ..train.stage import CHECKPOINT_DIR, ImageDiffusion, LoadedStage, load_stage
+from ..train.stage import CHECKPOINT_DIR, ImageDiffusion, LoadedStage
 from ..train.trainer import Trainer, TrainResult
+from . import load
 
 DISTILL_WEIGHTINGS = ("truncated-snr", "snr+1")
 
@@ -401,7 +402,7 @@ def distill(
             log(f"halving {k}/{len(steps)}: {run_dir} is done ({2 * n} -> {n} steps), skipped")
         else:
             log(f"halving {k}/{len(steps)}: {2 * n} -> {n} steps, teacher {source}, student {run_dir}")
-            stage = load_stage(source, weights="ema")
+            stage = load(source, weights="ema", method="diffusion")
             cfg = student_run_config(stage.config, dcfg, n, run_dir)
             method = Distillation(
                 cfg, teacher=stage, dcfg=dcfg, n_student=n,

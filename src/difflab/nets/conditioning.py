@@ -46,17 +46,9 @@ from .unet_config import DROP_GROUP, DROPPABLE, UNetConfig
 
 Cond = dict[str, Any]
 COND_KEYS = (
-    "class",
-    "vector",
-    "tokens",
-    "token_mask",
-    "pooled",
-    "lowres",
-    "aug_lam",
-    "frame_is_image",
-    "guidance",
+    "class", "vector", "tokens", "token_mask", "pooled", "lowres", "aug_lam", "frame_is_image", "guidance",
     *(k + "_drop" for k in DROPPABLE),
-)
+)  # fmt: skip
 
 
 def _batch_size(cond: Cond) -> int:
@@ -64,6 +56,15 @@ def _batch_size(cond: Cond) -> int:
         if isinstance(v, Tensor) and v.ndim >= 1:
             return v.shape[0]
     raise ValueError("cannot infer the batch size: cond holds no tensor; pass the condition tensors")
+
+
+def per_sample(value: Any, batch: int, what: str, **to: Any) -> Tensor:
+    """``value`` (a scalar or (B,)) as a (B,) tensor (``to``: device, dtype); else a ValueError naming ``what``."""
+    v = torch.as_tensor(value, **to)
+    v = v.expand(batch) if v.ndim == 0 else v
+    if v.shape != (batch,):
+        raise ValueError(f"{what} must be a scalar or have shape ({batch},), got {tuple(v.shape)}")
+    return v
 
 
 def _with_flags(cond: Cond | None, value: bool) -> Cond:
@@ -198,19 +199,13 @@ class ConditionEmbedder(nn.Module):
         emb = self.time(self.embed_lam(lam))
         if self.aug is not None:
             aug_lam = cond.get("aug_lam")
-            aug_lam = torch.full_like(lam, self.config.lam_clip) if aug_lam is None else torch.as_tensor(aug_lam)
-            aug_lam = aug_lam.to(device).expand(b) if aug_lam.ndim == 0 else aug_lam
-            if aug_lam.shape != (b,):
-                raise ValueError(f"cond['aug_lam'] must be a scalar or have shape ({b},), got {tuple(aug_lam.shape)}")
-            emb = emb + self.aug(self.embed_lam(aug_lam))
+            aug_lam = self.config.lam_clip if aug_lam is None else aug_lam
+            emb = emb + self.aug(self.embed_lam(per_sample(aug_lam, b, "cond['aug_lam']", device=device)))
         if self.guidance is not None:
             w = cond.get("guidance")
             if w is None:
                 raise ValueError("this network takes the guidance weight as input: pass cond['guidance'] (B,) float")
-            w = torch.as_tensor(w, device=device, dtype=torch.float32)
-            w = w.expand(b) if w.ndim == 0 else w
-            if w.shape != (b,):
-                raise ValueError(f"cond['guidance'] must be a scalar or have shape ({b},), got {tuple(w.shape)}")
+            w = per_sample(w, b, "cond['guidance']", device=device, dtype=torch.float32)
             # w in [0, ~10]: scaled like lam so that the sinusoid's low frequencies resolve it
             emb = emb + self.guidance(sinusoidal_embedding(w * self.config.lam_scale, self.config.channels))
         if self.label is not None:

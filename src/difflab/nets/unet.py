@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import frame_attention_mask, group_norm
-from .conditioning import Cond, ConditionEmbedder, check_cond
+from .conditioning import Cond, ConditionEmbedder, check_cond, per_sample
 from .unet_blocks import Downsample, Frames, UNetBlock, Upsample, conv
 from .unet_config import UNetConfig
 
@@ -153,11 +153,7 @@ class UNet(nn.Module):
         cond = {} if cond is None else cond
         check_cond(cond, c)
         b = x.shape[0]
-        lam = torch.as_tensor(lam, device=x.device)
-        lam = lam.expand(b) if lam.ndim == 0 else lam
-        if lam.shape != (b,):
-            raise ValueError(f"lam must be a scalar or have shape ({b},), got {tuple(lam.shape)}")
-        emb, ctx, ctx_mask = self.embed(lam, cond)
+        emb, ctx, ctx_mask = self.embed(per_sample(lam, b, "lam", device=x.device), cond)
 
         frames = Frames()
         h = x

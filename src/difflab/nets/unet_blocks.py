@@ -84,19 +84,9 @@ class UNetBlock(nn.Module):
     (with context tokens) and, for video, temporal attention (Ho et al. 2022)."""
 
     def __init__(
-        self,
-        dims: int,
-        cin: int,
-        cout: int,
-        emb_dim: int,
-        groups: int,
-        dropout: float,
-        heads: int,
-        attention: bool,
-        context_dim: int = 0,
-        temporal: bool = False,
-        max_frame_offset: int = 32,
-    ) -> None:
+        self, dims: int, cin: int, cout: int, emb_dim: int, groups: int, dropout: float, heads: int, attention: bool,
+        context_dim: int = 0, temporal: bool = False, max_frame_offset: int = 32,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.res = ResBlock(dims, cin, cout, emb_dim, groups, dropout)
         self.attn = Attention(cout, heads, groups, context_dim) if attention else None

@@ -121,10 +121,10 @@ def run_compress(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(1)  # the same reduction order on encoder and decoder
+    from .. import load
     from .codec import compress
-    from .train import load_ardm
 
-    model = load_ardm(args.model)
+    model = load(args.model, method="ardm")
     if model.kind != "image":
         raise ValueError(f"{args.model}: a text ARDM cannot code images")
     imgs = []
@@ -163,13 +163,13 @@ def run_decompress(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     from PIL import Image
 
+    from .. import load
     from .codec import decompress
-    from .train import load_ardm
 
     src = Path(args.input)
     if not src.is_file():
         raise FileNotFoundError(f"compressed file not found: {src}")
-    model = load_ardm(args.model)
+    model = load(args.model, method="ardm")
     t0 = time.perf_counter()
     x = decompress(model, src.read_bytes())
     out = Path(args.out)

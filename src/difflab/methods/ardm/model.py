@@ -180,15 +180,11 @@ class ImageARDM(Fingerprinted, nn.Module):
     def forward(self, x: Tensor, known: Tensor, stage: Tensor) -> Tensor:
         params = self.params(x, known, stage)  # the U-Net runs under the caller's autocast, the head in fp32
         with torch.autocast(x.device.type, enabled=False):
-            return self._digit_logp(params, x, stage)
-
-    def _digit_logp(self, params: Tensor, x: Tensor, stage: Tensor) -> Tensor:
-        s = stage[:, None]
-        lo_p, hi_p = self.known_range(x, s)
-        lo_d, hi_d = self.known_range(x, s + 1)
-        lo, hi = torch.stack([lo_d, lo_p], -1), torch.stack([hi_d, hi_p], -1)
-        lm = self.log_mass(params.float(), lo, hi)
-        return lm[..., 0] - lm[..., 1]
+            lo_p, hi_p = self.known_range(x, stage[:, None])
+            lo_d, hi_d = self.known_range(x, stage[:, None] + 1)
+            lo, hi = torch.stack([lo_d, lo_p], -1), torch.stack([hi_d, hi_p], -1)
+            lm = self.log_mass(params.float(), lo, hi)
+            return lm[..., 0] - lm[..., 1]
 
     @torch.no_grad()
     def digit_probs(self, x: Tensor, known: Tensor, stage: int, idx: Tensor) -> Tensor:

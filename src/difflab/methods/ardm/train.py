@@ -194,7 +194,9 @@ def evaluate_ardm(
     weights, for DP plans); and, for each budget, the NLL with the DP plan and with uniform segments
     on the first ``parallel_images`` (``parallel_orders`` draws each; the full-step row is always included)."""
     ckpt_dir = checkpoint_path(path)
-    model = load_ardm(ckpt_dir, device=device)
+    from .. import load
+
+    model = load(ckpt_dir, device=device, method="ardm")
     cfg = RunConfig.from_dict(load_yaml(ckpt_dir / "config.yaml"))
     data = data_tensor(make_data(cfg, split))
     x_eval = data if images is None else data[:images]

@@ -111,13 +111,6 @@ def log_mel(audio: Tensor, cfg: MelConfig, center: bool = True) -> Tensor:
     return mel.reshape(*shape, cfg.n_mels, mel.shape[-1])
 
 
-def frames_for(audio: Tensor, cfg: MelConfig) -> Tensor:
-    """The conditioning mel of a hop-aligned clip: ``log_mel`` without its last frame, (..., n_mels, L / hop)."""
-    if audio.shape[-1] % cfg.hop:
-        raise ValueError(f"clip length {audio.shape[-1]} is not a multiple of the hop {cfg.hop}")
-    return log_mel(audio, cfg)[..., :-1]
-
-
 # -- reading and resampling -----------------------------------------------------------------
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Polyphase resampling (scipy.signal.resample_poly) of float audio along the last axis."""
@@ -149,10 +142,9 @@ def _read_av(path: Path, fmt: str | None) -> tuple[np.ndarray, int]:
             raise AudioError(f"{path}: no audio stream; expected an audio file (wav, flac, mp3, g722 ...)")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono")
-        chunks = []
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
+        chunks = [
+            out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in resampler.resample(frame)
+        ]
         sr = stream.rate
     if not chunks:
         raise AudioError(f"{path}: no audio samples decoded; expected a non-empty audio file")

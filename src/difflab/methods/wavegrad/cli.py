@@ -69,9 +69,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _search(run: Path, steps: int, args: argparse.Namespace, val_audio: list, device: object) -> None:
-    from .vocoder import Vocoder, search_and_save, validation_clips
+    from .. import load
+    from .vocoder import search_and_save, validation_clips
 
-    voc = Vocoder.load(run, device=device)
+    voc = load(run, device=device, method="wavegrad")
     clips = validation_clips(val_audio, voc.mel_config, args.clips, args.seconds)
     t0 = time.perf_counter()
     entry = search_and_save(voc, clips, steps, method=args.method)
@@ -114,10 +115,10 @@ def add_vocode(p: argparse.ArgumentParser) -> None:
 
 
 def run_vocode(args: argparse.Namespace) -> int:
+    from .. import load
     from .audio import write_wav
-    from .vocoder import Vocoder
 
-    voc = Vocoder.load(args.run, device=args.device)
+    voc = load(args.run, device=args.device, method="wavegrad")
     t0 = time.perf_counter()
     wav = voc.resynthesize(args.input, args.steps, args.schedule, resample=args.resample, seed=args.seed)
     secs = time.perf_counter() - t0

@@ -68,19 +68,6 @@ def _key(files: list[Path], root: Path, sample_rate: int) -> str:
     return h.hexdigest()[:12]
 
 
-def _decode_all(files: list[Path], root: Path, sample_rate: int) -> tuple[list[str], list[np.ndarray], list]:
-    names, audio, skipped = [], [], []
-    for f in files:
-        try:
-            a, _ = read_audio(f, sample_rate)
-        except AudioError as e:
-            skipped.append((str(f.relative_to(root)), str(e)))
-            continue
-        names.append(str(f.relative_to(root)))
-        audio.append(a)
-    return names, audio, skipped
-
-
 def _cached_decode(files: list[Path], root: Path, sample_rate: int, tag: str, use_cache: bool):
     """Decode ``files`` (skipping unreadable ones), through an int16 ``.npz`` cache keyed by their contents."""
     path = cache_dir() / f"speech-{tag}-{_key(files, root, sample_rate)}.npz"
@@ -91,7 +78,13 @@ def _cached_decode(files: list[Path], root: Path, sample_rate: int, tag: str, us
             skipped = [tuple(s) for s in json.loads(str(z["skipped"]))]
         audio = [(pcm[offsets[i] : offsets[i + 1]] / 32768.0).astype(np.float32) for i in range(len(names))]
         return names, audio, skipped
-    names, audio, skipped = _decode_all(files, root, sample_rate)
+    names, audio, skipped = [], [], []
+    for f in files:
+        try:
+            audio.append(read_audio(f, sample_rate)[0])
+            names.append(str(f.relative_to(root)))
+        except AudioError as e:
+            skipped.append((str(f.relative_to(root)), str(e)))
     if use_cache and audio:
         path.parent.mkdir(parents=True, exist_ok=True)
         pcm = np.concatenate([np.clip(a * 32768.0, -32768, 32767).round().astype(np.int16) for a in audio])

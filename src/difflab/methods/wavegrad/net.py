@@ -183,7 +183,3 @@ class WaveGrad(nn.Module):
             scale, shift = self.films[n - 1 - i](feats[n - 1 - i], level)
             x = up(x, scale, shift)
         return self.out(F.leaky_relu(x, 0.2))
-
-
-def parameter_count(config: WaveGradConfig | dict[str, Any]) -> int:
-    return sum(p.numel() for p in WaveGrad(config).parameters())
