@@ -159,9 +159,14 @@ def render_cascade(data: dict) -> str:
         table(
             ["model", "train s", "updates", "FD (mean, sd over seeds)", "class accuracy", "s / image"],
             [
-                [r["model"] + (f" (sample aug {r['sample_aug']})" if "sample_aug" in r else ""), r["train_seconds"],
-                 " + ".join(map(str, r["updates"])), f"{r['fd']:.3f} +- {r['fd_sd']:.3f}", r["class_accuracy"],
-                 r["seconds_per_image"]]
+                [
+                    r["model"] + (f" (sample aug {r['sample_aug']})" if "sample_aug" in r else ""),
+                    r["train_seconds"],
+                    " + ".join(map(str, r["updates"])),
+                    f"{r['fd']:.3f} +- {r['fd_sd']:.3f}",
+                    r["class_accuracy"],
+                    r["seconds_per_image"],
+                ]
                 for r in data["rows"]
             ],
         ),  # fmt: skip

@@ -19,8 +19,8 @@ import torch
 from difflab.config import load_yaml
 from difflab.methods.ardm.objective import step_losses
 from difflab.methods.ardm.train import STEPS_FILE, data_tensor, load_ardm, make_data
+from difflab.train.checkpoint import checkpoint_path
 from difflab.train.config import RunConfig
-from difflab.train.stage import checkpoint_path
 
 
 def main(argv: list[str] | None = None) -> int:

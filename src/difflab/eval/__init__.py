@@ -37,28 +37,9 @@ from .metrics import (
 from .plot import plot_metric_vs_steps
 
 __all__ = [
-    "FEATURE_NETS",
-    "WEIGHTS_DIR",
-    "FeatureNet",
-    "FeatureNetConfig",
-    "cached_feature_net",
-    "class_accuracy",
-    "class_logits",
-    "class_predictions",
-    "clear_cache",
-    "evaluate",
-    "fd_floor",
-    "feature_net_metadata",
-    "features",
-    "frechet_distance",
-    "frechet_distance_from_stats",
-    "gaussian_stats",
-    "knn_radii",
-    "load_feature_net",
-    "manifold_coverage",
-    "plot_metric_vs_steps",
-    "precision_recall",
-    "real_features",
-    "save_feature_net",
-    "sha256_file",
-]
+    "FEATURE_NETS", "WEIGHTS_DIR", "FeatureNet", "FeatureNetConfig", "cached_feature_net", "class_accuracy",
+    "class_logits", "class_predictions", "clear_cache", "evaluate", "fd_floor", "feature_net_metadata", "features",
+    "frechet_distance", "frechet_distance_from_stats", "gaussian_stats", "knn_radii", "load_feature_net",
+    "manifold_coverage", "plot_metric_vs_steps", "precision_recall", "real_features", "save_feature_net",
+    "sha256_file"
+]  # fmt: skip

@@ -44,9 +44,9 @@ from ..config import from_dict, to_dict
 from ..diffusion import cfg as cfg_guidance
 from ..diffusion import diffusion_loss, make_denoiser
 from ..diffusion._util import alpha_sigma, bcast
-from ..train.checkpoint import CheckpointError
+from ..train.checkpoint import CHECKPOINT_DIR
 from ..train.config import RunConfig
-from ..train.stage import CHECKPOINT_DIR, ImageDiffusion, LoadedStage
+from ..train.stage import ImageDiffusion, LoadedStage
 from ..train.trainer import Trainer, TrainResult
 from . import load
 
@@ -284,13 +284,9 @@ def stage_dir(out: str | Path, steps: int) -> Path:
 def check_teacher(path: str | Path) -> dict[str, Any]:
     """The ``format.json`` metadata of a distillable checkpoint; a one-line error otherwise."""
     from ..diffusion import PARAMETERIZATIONS
-    from ..train.checkpoint import checkpoint_path
+    from ..train.checkpoint import checkpoint_path, read_meta
 
-    ckpt_dir = checkpoint_path(path)
-    try:
-        meta = json.loads((ckpt_dir / "format.json").read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{ckpt_dir / 'format.json'}: unreadable ({e})") from None
+    meta = read_meta(checkpoint_path(path))
     method = meta.get("method", "diffusion")
     if method != "diffusion" or "model_config" not in meta or "image_shape" not in meta:
         raise ValueError(

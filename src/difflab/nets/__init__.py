@@ -11,15 +11,6 @@ from .unet import UNet
 from .unet_config import DROPPABLE, UNetConfig
 
 __all__ = [
-    "COND_KEYS",
-    "DROPPABLE",
-    "Attention",
-    "ConditionEmbedder",
-    "TemporalAttention",
-    "UNet",
-    "UNetConfig",
-    "frame_attention_mask",
-    "keep_cond",
-    "null_cond",
-    "sinusoidal_embedding",
-]
+    "COND_KEYS", "DROPPABLE", "Attention", "ConditionEmbedder", "TemporalAttention", "UNet", "UNetConfig",
+    "frame_attention_mask", "keep_cond", "null_cond", "sinusoidal_embedding"
+]  # fmt: skip

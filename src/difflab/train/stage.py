@@ -18,14 +18,12 @@ import torch
 from torch import Tensor
 
 from ..config import from_dict
-from .checkpoint import CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_network
+from .checkpoint import CheckpointError, load_network
 from .config import RunConfig
 from .data import mix_seed
 from .method import Method
 
 _SAMPLE = 4  # the trainer's stream id for sample grids (mix_seed)
-
-__all__ = ["CHECKPOINT_DIR", "checkpoint_path"]
 
 
 def resolve_model_config(

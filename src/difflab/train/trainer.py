@@ -35,14 +35,14 @@ from typing import Any
 import torch
 
 from ..config import dump_yaml
-from .checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
+from .checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint, load_into, save_checkpoint
 from .config import RunConfig
 from .data import Batches, BatchOrder, mix_seed
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device, shutdown
 from .method import Method
 from .monitor import Monitor
 from .optim import EMA, lr_at, make_optimizer
-from .stage import CHECKPOINT_DIR, autocast, check_precision
+from .stage import autocast, check_precision
 
 _NOISE, _GLOBAL, _INIT = 1, 2, 3  # stream ids for mix_seed (4: sample grids, in .stage)
 
@@ -157,6 +157,8 @@ class Trainer:
         self.batches = Batches(dataset, self.order, cfg.data.num_workers, pin_memory=self.device.type == "cuda")
         self.step = 0
         self._signal: int | None = None
+        self._t_start: float | None = None
+        self._reason: str | None = None
         if resume:
             self._load()
         self.start_step = self.step
@@ -332,7 +334,7 @@ class Trainer:
         t, main = self.cfg.train, self.dist.is_main
         start, t0 = self.step, time.perf_counter()
         self._reason = None
-        if getattr(self, "_t_start", None) is None:  # the time limit counts from the first fit of this trainer
+        if self._t_start is None:  # the time limit counts from the first fit of this trainer
             self._t_start = t0
         end = t.steps if until is None else min(until, t.steps)
         per_step = self.cfg.data.batch_size * t.grad_accum * self.dist.world_size

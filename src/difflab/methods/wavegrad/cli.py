@@ -91,8 +91,7 @@ def add_search(p: argparse.ArgumentParser) -> None:
 
 def run_search(args: argparse.Namespace) -> int:
     from ...config import load_yaml
-    from ...train.checkpoint import read_meta
-    from ...train.stage import checkpoint_path
+    from ...train.checkpoint import checkpoint_path, read_meta
     from .data import load_corpus
 
     ckpt_dir = checkpoint_path(args.run)
