@@ -94,3 +94,13 @@ def test_step_losses_script_uses_the_last_test_images(run):
     assert saved["losses"] != step_losses(model, data[:20], grid=4, seed=1)
     with pytest.raises(SystemExit):
         script.main([str(run), "--images", str(len(data) + 1)])
+
+
+def test_the_generic_train_command_runs_the_method_the_recipe_names(run, tmp_path, capsys):
+    out = tmp_path / "generic"
+    assert main(["train", "configs/ardm-digits.yaml", *TINY, "train.steps=2", "--out", str(out), "--no-progress"]) == 0
+    meta = json.loads((out / "checkpoint" / "format.json").read_text())
+    assert meta["method"] == "ardm" and meta["model_config"]["kind"] == "image"
+    assert main(["sample", str(run), "--n", "2"]) == 2  # an ARDM is not a diffusion stage: one line, named
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds a 'ardm' checkpoint; this needs a 'diffusion' one" in err
