@@ -51,6 +51,8 @@ def _summary(run: Path) -> dict:
 
 def train(args: argparse.Namespace) -> None:
     runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / "train_command.txt").write_text(command_line("benchmarks/cascade.py") + "\n")
     base_s, sr_s = args.base_minutes * 60, args.sr_minutes * 60
     single = _train(
         "configs/fashion-mnist-cfg.yaml", runs / "single", "--time-limit", str(base_s + sr_s),
@@ -134,6 +136,9 @@ def evaluate(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     result = {
         "command": command_line("benchmarks/cascade.py"),
+        "train_command": (runs / "train_command.txt").read_text().strip()
+        if (runs / "train_command.txt").is_file()
+        else "unknown",
         "machine": machine_info(),
         "date": date.today().isoformat(),
         "samples_per_score": args.n,
@@ -153,6 +158,9 @@ def render_cascade(data: dict) -> str:
     from report import table
 
     out = [
+        f"Trained by `{data.get('train_command', 'unknown')}`"
+        + (f" ({data['train_note']})." if "train_note" in data else "."),
+        "",
         f"Fashion-MNIST, class-conditional, {data['samples_per_score']} samples per score, {data['sampler']}; "
         f"sampling augmentation level as a {data['sample_aug_unit']}; training augmentation {data['train_aug']}.",
         "",
