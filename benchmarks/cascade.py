@@ -4,6 +4,7 @@ Two steps (each prints what it does; the second writes docs/results/cascade.json
 
     python benchmarks/cascade.py train [--base-minutes 15 --sr-minutes 25]
     python benchmarks/cascade.py eval  [--n 500 --seeds 0 1 2 --levels 0 0.1 0.2 0.3 0.5]
+    python benchmarks/cascade.py eval --variant NAME   # another super-resolution stage, RUNS/NAME
 
 ``train`` runs ``difflab train`` four times under ``RUNS`` (default runs/cascade): the 14x14 base
 stage (configs/cascade-fmnist-base.yaml) and then the 14 -> 28 super-resolution stage with
@@ -85,6 +86,8 @@ def evaluate(args: argparse.Namespace) -> None:
     runs = Path(args.runs)
     base, single = load_stage(runs / "base"), load_stage(runs / "single")
     srs = {True: load_stage(runs / "sr-aug"), False: load_stage(runs / "sr-noaug")}
+    if args.variant:  # another super-resolution stage alone, e.g. trained with diffusion.lowres_aug=0.2
+        srs = {args.variant: load_stage(runs / args.variant)}
     labels = torch.arange(args.n) % 10
     opts = {"steps": args.steps, "labels": labels, "sampler": "ddim"}
     sr_rows, single_rows, base_seconds, sr_seconds = [], [], [], []
@@ -101,6 +104,8 @@ def evaluate(args: argparse.Namespace) -> None:
                 row = {"train_aug": train_aug, "sample_aug": level, "seed": seed, "fd": round(s["fd"], 4)}
                 sr_rows.append({**row, "class_accuracy": round(s["class_accuracy"], 4), "fd_floor": s["fd_floor"]})
                 print(json.dumps(sr_rows[-1]), flush=True)
+        if args.variant:
+            continue
         t0 = time.perf_counter()
         x = single.sample(args.n, seed=seed, **opts)
         secs = time.perf_counter() - t0
@@ -108,8 +113,16 @@ def evaluate(args: argparse.Namespace) -> None:
         single_rows.append({"fd": s["fd"], "class_accuracy": s["class_accuracy"], "seconds": secs})
         print(json.dumps({"single": single_rows[-1], "seed": seed}), flush=True)
 
-    def mean_fd(train_aug: bool, level: float) -> float:
+    def mean_fd(train_aug: bool | str, level: float) -> float:
         return statistics.mean(r["fd"] for r in sr_rows if r["train_aug"] == train_aug and r["sample_aug"] == level)
+
+    if args.variant:  # printed, not written: the result file keeps the with/without comparison
+        for level in args.levels:
+            fds = [r["fd"] for r in sr_rows if r["sample_aug"] == level]
+            print(
+                f"{args.variant} at aug {level}: FD {mean_fd(args.variant, level):.3f} +- {statistics.stdev(fds):.3f}"
+            )
+        return
 
     best = min(args.levels, key=lambda lv: mean_fd(True, lv))
     chosen = [r for r in sr_rows if r["train_aug"] and r["sample_aug"] == best]
@@ -206,6 +219,7 @@ def main() -> None:
     p.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5])
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per stage")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variant", metavar="NAME", help="eval: score only the super-resolution stage RUNS/NAME (printed)")
     args = p.parse_args()
     train(args) if args.what == "train" else evaluate(args)
 
