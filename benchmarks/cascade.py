@@ -43,7 +43,8 @@ def _train(config: str, out: Path, *args: str) -> subprocess.Popen:
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [*DIFFLAB, "train", str(ROOT / config), "--out", str(out), "--no-progress", "train.threads=1", *args]
     print("$", " ".join(cmd[2:]), flush=True)
-    return subprocess.Popen(cmd, stdout=open(out.with_suffix(".log"), "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    with open(out.with_suffix(".log"), "w") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _summary(run: Path) -> dict:

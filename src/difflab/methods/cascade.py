@@ -19,10 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from ..train.stage import LoadedStage, load_stage
+from ..train.stage import LoadedStage
 
 
 class Cascade:
@@ -35,7 +34,9 @@ class Cascade:
     @classmethod
     def load(cls, paths: Sequence[str | Path], weights: str = "ema", device: Any = "cpu") -> Cascade:
         """The stages in ``paths`` (run or checkpoint folders of diffusion runs), base first."""
-        return cls([load_stage(p, weights, device) for p in paths])
+        from . import load
+
+        return load(list(paths), weights, device)
 
     def check(self) -> None:
         """A ValueError naming the stages when they do not chain."""
@@ -76,15 +77,13 @@ class Cascade:
         **options: Any,
     ) -> list[Tensor]:
         """The output of every stage (float32, CPU), base first. ``labels`` go to every class-conditional
-        stage (default: ``arange(n) % classes``); ``aug`` is the sampling level of noise-conditioning
-        augmentation (a fraction of t; None: each stage's ``sample.lowres_aug``); ``steps`` one count
-        for all stages or one per stage; other ``options`` as for :func:`difflab.train.generate`."""
+        stage (default: ``arange(n) % classes``, as :func:`difflab.train.generate` draws them); ``aug``
+        is the sampling level of noise-conditioning augmentation (a fraction of t; None: each stage's
+        ``sample.lowres_aug``); ``steps`` one count for all stages or one per stage; other ``options``
+        as for :func:`difflab.train.generate`."""
         per_stage = list(steps) if isinstance(steps, Sequence) else [steps] * len(self.stages)
         if len(per_stage) != len(self.stages):
             raise ValueError(f"steps: {len(per_stage)} values for {len(self.stages)} stages")
-        classes = int(self.stages[0].meta.get("num_classes") or 0)
-        if classes and labels is None:
-            labels = torch.arange(n) % classes
         outputs: list[Tensor] = []
         for i, stage in enumerate(self.stages):
             cond = {"lowres": outputs[-1].clamp(-1.0, 1.0)} if outputs else None

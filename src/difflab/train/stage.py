@@ -299,7 +299,8 @@ class ImageDiffusion(Method):
         )  # fmt: skip
 
     def meta(self) -> dict[str, Any]:
-        return {"method": self.name, **({"lowres_shape": self.lowres_shape} if self._grid_cond else {})}
+        lowres = self._grid_cond.get("lowres")  # a super-resolution stage records what it up-samples
+        return {"method": self.name, **({"lowres_shape": list(lowres.shape[1:])} if lowres is not None else {})}
 
     def attach(self, trainer: Any) -> None:
         """Keep the ``lowres`` inputs of the first ``sample.n`` training items for the sample grids."""
@@ -308,7 +309,7 @@ class ImageDiffusion(Method):
 
             n = min(self.cfg.sample.n, len(trainer.dataset))
             lowres = collate([trainer.dataset[i] for i in range(n)])[1]["lowres"]
-            self._grid_cond, self.lowres_shape = {"lowres": lowres}, [int(v) for v in lowres.shape[1:]]
+            self._grid_cond = {"lowres": lowres}
 
     def sample_grid(self, trainer: Any, monitor: Any = None) -> Path | None:
         """Sample ``sample.n`` images with the EMA weights and write ``samples/step_NNNNNNN.png``."""

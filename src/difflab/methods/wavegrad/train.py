@@ -85,7 +85,7 @@ class WaveGradMethod(Method):
         self.snapshot_weights = None if snapshot_weights is None else set(snapshot_weights)
         self._val_clips: torch.Tensor | None = None
         torch.backends.cudnn.benchmark = True  # fixed segment shapes: let cuDNN pick the fastest convs
-        self.schedule_done, self.train_seconds_before, self.t_start = False, 0.0, time.perf_counter()
+        self.train_seconds_before, self.t_start = 0.0, time.perf_counter()
         self.levels = noise_levels(train_betas())
 
     @staticmethod
@@ -148,7 +148,6 @@ class WaveGradMethod(Method):
     def attach(self, trainer: Any) -> None:
         if self.fit_schedule and trainer.time_limit is None:
             raise ValueError("fit_schedule needs a time limit (--minutes): it fits train.steps into that time")
-        self.trainer = trainer
         if trainer.step > 0:
             self.train_seconds_before = float(
                 load_checkpoint(trainer.ckpt_dir, with_state=False).meta.get("train_seconds", 0)
@@ -204,7 +203,6 @@ class WaveGradMethod(Method):
             at = self.snapshot_times.pop(0)
             self.write_snapshot(trainer, weights=self.snapshot_weights is None or at in self.snapshot_weights)
         if self._calib is not None and not self.fit_schedule and trainer.step >= self.cfg.train.steps:
-            self.schedule_done = True
             return "done"  # the fitted end of the schedule lies before the loop's own end
         return None
 
