@@ -80,6 +80,25 @@ def test_noise_conditioning_augmentation_noises_lowres_and_tells_the_level(tmp_p
         assert bool((cond["aug_lam"] >= lo - 1e-4).all()) and not torch.allclose(cond["lowres"], clean)
 
 
+def test_augmentation_can_leave_part_of_each_batch_clean(tmp_path):
+    cfg = config(conditions=["lowres"], lowres_factor=2, batch_size=64)
+    cfg.diffusion.lowres_aug, cfg.diffusion.lowres_aug_clean = 0.5, 0.5
+    cfg.train.steps = 4
+    trainer = Trainer(cfg, tmp_path / "half")
+    calls = record_calls(trainer.net)
+    trainer.fit()
+    _, whole = Rescaled(get_dataset("digits", "train"), 1, 2).tensors()
+    kept = torch.cat([torch.isinf(c["aug_lam"]) for c in calls])
+    assert 0.3 < float(kept.float().mean()) < 0.7  # about half of 256 items at level 0
+    for step, cond in enumerate(calls):
+        inf = torch.isinf(cond["aug_lam"])
+        clean = whole["lowres"][trainer.order.indices(step)]
+        assert torch.equal(cond["lowres"][inf], clean[inf])  # level 0: untouched
+        assert not torch.isclose(cond["lowres"][~inf], clean[~inf]).all(dim=(1, 2, 3)).any()
+    with pytest.raises(ValueError, match=r"diffusion.lowres_aug_clean must lie in \[0, 1\], got 1.5"):
+        RunConfig.from_dict({"diffusion": {"lowres_aug_clean": 1.5}})
+
+
 def test_generate_passes_conditions_and_the_sampling_level(tmp_path):
     cfg = config(conditions=["class", "lowres"], lowres_factor=2)
     train(cfg, tmp_path / "sr")

@@ -70,7 +70,8 @@ class DiffusionConfig:
     ``gamma`` is the min-SNR gamma (Hang et al. 2023). ``lowres_aug`` is noise-conditioning
     augmentation of a super-resolution stage: its ``lowres`` input is noised to a level drawn
     uniformly in [0, lowres_aug] (a fraction of the schedule's time t) and the level is given to the
-    network (0: the input stays clean).
+    network (0: the input stays clean). ``lowres_aug_clean`` is the fraction of each batch left clean
+    (level 0), so that the stage also learns to trust a clean input.
     """
 
     schedule: str = "cosine"
@@ -82,11 +83,16 @@ class DiffusionConfig:
     n_discrete: int = 1000
     gamma: float = 5.0
     lowres_aug: float = 0.0
+    lowres_aug_clean: float = 0.0
 
     def __post_init__(self) -> None:
         _need(self.n_discrete >= 1, f"diffusion.n_discrete must be >= 1, got {self.n_discrete}")
         _need(self.gamma > 0, f"diffusion.gamma must be > 0, got {self.gamma}")
         _need(0.0 <= self.lowres_aug <= 1.0, f"diffusion.lowres_aug must lie in [0, 1], got {self.lowres_aug}")
+        _need(
+            0.0 <= self.lowres_aug_clean <= 1.0,
+            f"diffusion.lowres_aug_clean must lie in [0, 1], got {self.lowres_aug_clean}",
+        )
 
 
 @dataclass

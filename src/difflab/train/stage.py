@@ -291,6 +291,9 @@ class ImageDiffusion(Method):
         cond = {k: cond[k] for k in self.cfg.data.conditions}
         if "lowres" in cond and d.lowres_aug > 0:
             level = d.lowres_aug * torch.rand(x.shape[0], generator=generator, device=x.device)
+            if d.lowres_aug_clean > 0:
+                clean = torch.rand(x.shape[0], generator=generator, device=x.device) < d.lowres_aug_clean
+                level = level.masked_fill(clean, 0.0)
             cond["lowres"], cond["aug_lam"] = augment_lowres(cond["lowres"], level, self.schedule, generator)
         return training_loss(
             net, x, self.schedule, parameterization=d.parameterization, weighting=d.weighting, norm=d.norm,
