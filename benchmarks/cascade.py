@@ -117,12 +117,26 @@ def evaluate(args: argparse.Namespace) -> None:
     def mean_fd(train_aug: bool | str, level: float) -> float:
         return statistics.mean(r["fd"] for r in sr_rows if r["train_aug"] == train_aug and r["sample_aug"] == level)
 
-    if args.variant:  # printed, not written: the result file keeps the with/without comparison
+    if args.variant:  # kept beside the main comparison in the result file, under "variants"
+        d = srs[args.variant].config.diffusion
+        trained = {
+            "lowres_aug": d.lowres_aug, "lowres_aug_clean": d.lowres_aug_clean,
+            "updates": _summary(runs / args.variant)["step"],
+        }  # fmt: skip
+        rows = [{"variant": args.variant, **trained, **r} for r in sr_rows]
+        for r in rows:
+            del r["train_aug"], r["fd_floor"]
+        path = ROOT / "docs" / "results" / "cascade.json"
+        result = json.loads(path.read_text())
+        kept = [r for r in result.get("variants", []) if r["variant"] != args.variant]
+        result["variants"] = kept + rows
+        result.setdefault("variant_commands", {})[args.variant] = command_line("benchmarks/cascade.py")
+        path.write_text(json.dumps(result, indent=2) + "\n")
         for level in args.levels:
             fds = [r["fd"] for r in sr_rows if r["sample_aug"] == level]
-            print(
-                f"{args.variant} at aug {level}: FD {mean_fd(args.variant, level):.3f} +- {statistics.stdev(fds):.3f}"
-            )
+            sd = statistics.stdev(fds) if len(fds) > 1 else 0.0
+            print(f"{args.variant} at aug {level}: FD {mean_fd(args.variant, level):.3f} +- {sd:.3f}")
+        print(f"wrote the rows of {args.variant} to {path}")
         return
 
     best = min(args.levels, key=lambda lv: mean_fd(True, lv))
@@ -206,6 +220,25 @@ def render_cascade(data: dict) -> str:
             row.append(f"{statistics.mean(fds):.3f} +- {sd:.3f}")
         body.append(row)
     out.append(table(["trained", *[f"FD at aug {lv}" for lv in levels]], body))
+    variants = data.get("variants", [])
+    if variants:
+        out += [
+            "",
+            "Other super-resolution stages, fed with the same base samples (training augmentation level uniform "
+            "in [0, lowres_aug] of t, a fraction lowres_aug_clean of each batch left clean):",
+            "",
+        ]
+        body = []
+        for name in dict.fromkeys(r["variant"] for r in variants):
+            rows = [r for r in variants if r["variant"] == name]
+            cells: list[object] = [f"`{name}`", rows[0]["lowres_aug"], rows[0]["lowres_aug_clean"], rows[0]["updates"]]
+            for level in levels:
+                fds = [r["fd"] for r in rows if r["sample_aug"] == level]
+                sd = statistics.stdev(fds) if len(fds) > 1 else 0.0
+                cells.append(f"{statistics.mean(fds):.3f} +- {sd:.3f}" if fds else "-")
+            body.append(cells)
+        out.append(table(["run", "lowres_aug", "clean share", "updates", *[f"FD at aug {lv}" for lv in levels]], body))
+        out += ["", "Commands: " + "; ".join(f"`{c}`" for c in data.get("variant_commands", {}).values())]
     return "\n".join(out)
 
 

@@ -165,6 +165,26 @@ def test_cascade_samples_every_stage_and_the_cli_draws_its_grid(cascade_runs, tm
     assert main([*argv, "--aug", "0.1", "--out", str(png)]) == 0 and png.is_file()
 
 
+def test_thresholding_per_stage_bounds_the_prediction_of_x(cascade_runs):
+    cascade = Cascade.load([cascade_runs["base"], cascade_runs["sr"]])
+    for stage in cascade.stages:  # a loud network: predictions of x far outside [-1, 1]
+        with torch.no_grad():
+            stage.net.out.bias.fill_(3.0)
+    opts = {"labels": torch.arange(5), "steps": 2}
+    free = cascade.sample(5, threshold="none", **opts)
+    assert all(float(o.abs().max()) > 1.5 for o in free)
+    static, dynamic = cascade.sample(5, threshold="static", **opts), cascade.sample(5, threshold="dynamic", **opts)
+    for o in (*static, *dynamic):
+        assert float(o.abs().max()) <= 1.0 + 1e-5
+    assert not torch.allclose(static[-1], dynamic[-1])
+    mixed = cascade.sample(5, threshold=["static", "none"], **opts)
+    assert torch.equal(mixed[0], static[0]) and float(mixed[1].abs().max()) > 1.5
+    with pytest.raises(ValueError, match="threshold: 3 values for 2 stages"):
+        cascade.sample(5, threshold=["none"] * 3, **opts)
+    with pytest.raises(ValueError, match="threshold must be none, static or dynamic, got 'soft'"):
+        cascade.sample(5, threshold="soft", **opts)
+
+
 def test_a_cascade_that_does_not_chain_is_refused_naming_the_stages(cascade_runs, capsys):
     base, sr, full = cascade_runs["base"], cascade_runs["sr"], cascade_runs["full"]
     with pytest.raises(ValueError, match=r"cascade stage 1 \(.*sr.*\) is a super-resolution stage"):

@@ -83,6 +83,10 @@ def add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
         "--aug", type=float_at_least(0.0), help="cascade: noise level of the low-resolution input, a fraction of t "
         "(default: the stage's sample.lowres_aug)"
     )  # fmt: skip
+    p.add_argument(
+        "--threshold", choices=("none", "static", "dynamic"), help="clip the prediction of x at every step: "
+        "static to [-1, 1], dynamic by its per-sample quantile (default: sample.threshold)"
+    )  # fmt: skip
     p.add_argument("--bf16", action="store_true", help="sample under bf16 autocast")
     p.add_argument(
         "--batch-size", type=int_at_least(1), help="samples per batch (default: 500 on GPU, by image size on CPU)"
@@ -189,8 +193,8 @@ def _draw(args: argparse.Namespace, cascade: Any, n: int) -> tuple[Tensor, Tenso
     labels = torch.arange(n) % classes if classes and labels is None else labels
     x = cascade.sample(
         n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, guidance=args.guidance, labels=labels,
-        aug=args.aug, seed=args.seed, precision="bf16" if args.bf16 else "fp32", batch_size=args.batch_size,
-        progress=args.progress,
+        aug=args.aug, threshold=args.threshold, seed=args.seed, precision="bf16" if args.bf16 else "fp32",
+        batch_size=args.batch_size, progress=args.progress,
     )[-1]  # fmt: skip
     return x, labels
 

@@ -74,16 +74,18 @@ class Cascade:
         aug: float | None = None,
         seed: int = 0,
         steps: Sequence[int | None] | int | None = None,
+        guidance: Sequence[float | None] | float | None = None,
+        threshold: Sequence[str | None] | str | None = None,
         **options: Any,
     ) -> list[Tensor]:
         """The output of every stage (float32, CPU), base first. ``labels`` go to every class-conditional
         stage (default: ``arange(n) % classes``, as :func:`difflab.train.generate` draws them); ``aug``
         is the sampling level of noise-conditioning augmentation (a fraction of t; None: each stage's
-        ``sample.lowres_aug``); ``steps`` one count for all stages or one per stage; other ``options``
-        as for :func:`difflab.train.generate`."""
-        per_stage = list(steps) if isinstance(steps, Sequence) else [steps] * len(self.stages)
-        if len(per_stage) != len(self.stages):
-            raise ValueError(f"steps: {len(per_stage)} values for {len(self.stages)} stages")
+        ``sample.lowres_aug``); ``steps``, ``guidance`` and ``threshold`` one value for all stages or a
+        list with one per stage (None: the stage's own ``sample`` setting); other ``options`` as for
+        :func:`difflab.train.generate`."""
+        chosen = {"steps": steps, "guidance": guidance, "threshold": threshold}
+        per_stage = {k: self._per_stage(k, v) for k, v in chosen.items()}
         outputs: list[Tensor] = []
         for i, stage in enumerate(self.stages):
             cond = {"lowres": outputs[-1].clamp(-1.0, 1.0)} if outputs else None
@@ -94,8 +96,14 @@ class Cascade:
                     cond=cond,
                     aug=aug,
                     seed=seed + i,
-                    steps=per_stage[i],
+                    **{k: v[i] for k, v in per_stage.items()},
                     **options,
                 )  # fmt: skip
             )
         return outputs
+
+    def _per_stage(self, name: str, value: Any) -> list[Any]:
+        values = list(value) if isinstance(value, (list, tuple)) else [value] * len(self.stages)
+        if len(values) != len(self.stages):
+            raise ValueError(f"{name}: {len(values)} values for {len(self.stages)} stages")
+        return values

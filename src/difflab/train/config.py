@@ -159,7 +159,9 @@ class SampleConfig:
     ``sampler`` ddpm|ddim|dpmpp_2m|heun with ``steps`` steps on a grid uniform in ``spacing``
     (t or lam); ``guidance`` is the CFG weight w (``uncond + w (cond - uncond)``; 1 = plain
     conditional), used when the model is conditional; ``n`` images per grid; ``options`` go to
-    the sampler (e.g. ``eta``).
+    the sampler (e.g. ``eta``). ``threshold`` none|static|dynamic acts on the (guided) prediction
+    of x at every step: static clips it to [-1, 1], dynamic (Imagen) divides by the per-sample
+    ``threshold_quantile`` of |x| when that exceeds 1 and clips.
     """
 
     sampler: Literal["ddpm", "ddim", "dpmpp_2m", "heun"] = "ddim"
@@ -169,9 +171,15 @@ class SampleConfig:
     n: int = 64
     options: dict[str, Any] = field(default_factory=dict)
     lowres_aug: float = 0.0
+    threshold: Literal["none", "static", "dynamic"] = "none"
+    threshold_quantile: float = 0.995
 
     def __post_init__(self) -> None:
         _need(self.steps >= 1, f"sample.steps must be >= 1, got {self.steps}")
+        _need(
+            0.0 < self.threshold_quantile <= 1.0,
+            f"sample.threshold_quantile must lie in (0, 1], got {self.threshold_quantile}",
+        )
         _need(self.n >= 1, f"sample.n must be >= 1, got {self.n}")
         _need(0.0 <= self.lowres_aug <= 1.0, f"sample.lowres_aug must lie in [0, 1], got {self.lowres_aug}")
 
