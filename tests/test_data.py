@@ -19,8 +19,9 @@ def test_import_is_cheap() -> None:
 
 
 def test_registry_names_and_errors() -> None:
-    assert dd.list_datasets() == ["digits", "fashion-mnist", "image-folder", "photo-crops"]
-    with pytest.raises(ValueError, match="valid datasets: digits, fashion-mnist, image-folder, photo-crops"):
+    names = ["caption-folder", "digits", "fashion-mnist", "image-folder", "photo-crops", "scenes"]
+    assert dd.list_datasets() == names
+    with pytest.raises(ValueError, match="valid datasets: " + ", ".join(names)):
         dd.get_dataset("mnist")
     with pytest.raises(ValueError, match="valid splits: train, test"):
         dd.get_dataset("digits", split="val")

@@ -9,12 +9,15 @@ tensor of levels 0..levels-1, label), ``discrete=True`` to make items integer, a
 
 Names for ``get_dataset``: ``digits`` (sklearn 8x8, embedded), ``fashion-mnist`` (Debian
 ``dataset-fashion-mnist``), ``image-folder`` (a folder of images), ``photo-crops`` (crops of the
-photographs in scikit-image / scikit-learn). scikit-learn, scikit-image and Pillow are imported
-only when a dataset needs them.
+photographs in scikit-image / scikit-learn), ``scenes`` (captioned scenes of tinted Fashion-MNIST
+and digit items, with held-out and paraphrase splits), ``caption-folder`` (a folder of captioned
+images). Captioned datasets give ``{"caption": str, ...}`` conditions; :func:`collate` batches
+strings as lists. scikit-learn, scikit-image and Pillow are imported only when a dataset needs them.
 """
 
 from .arrays import ArrayImageDataset
 from .base import DatasetInfo, DataWarning, ImageDataset, collate, from_levels, to_levels
+from .captions import CaptionFolder
 from .digits import Digits, digits_split_indices
 from .fashion_mnist import FashionMNIST, load_fashion_mnist, read_idx
 from .folder import ImageFolder
@@ -22,11 +25,13 @@ from .grid import make_grid, save_grid
 from .loader import forever, make_loader, seed_worker
 from .photos import TEST_PHOTOS, TRAIN_PHOTOS, LowResPairs, PhotoCrops, Rescaled, downsample, photo_crop_pairs
 from .registry import dataset_options, describe, get_dataset, list_datasets
+from .scenes import COLOURS, HELD_OUT, ITEMS, POSITIONS, CaptionedScenes, caption_vocabulary, describe_labels
 
 __all__ = [
-    "ArrayImageDataset", "DataWarning", "DatasetInfo", "Digits", "FashionMNIST", "ImageDataset", "ImageFolder",
-    "LowResPairs", "PhotoCrops", "Rescaled", "TEST_PHOTOS", "TRAIN_PHOTOS", "dataset_options", "collate",
-    "describe", "digits_split_indices", "downsample", "forever", "from_levels", "get_dataset", "list_datasets",
-    "load_fashion_mnist", "make_grid", "make_loader", "photo_crop_pairs", "read_idx", "save_grid", "seed_worker",
-    "to_levels"
+    "COLOURS", "HELD_OUT", "ITEMS", "POSITIONS", "ArrayImageDataset", "CaptionFolder", "CaptionedScenes",
+    "DataWarning", "DatasetInfo", "Digits", "FashionMNIST", "ImageDataset", "ImageFolder", "LowResPairs",
+    "PhotoCrops", "Rescaled", "TEST_PHOTOS", "TRAIN_PHOTOS", "caption_vocabulary", "collate", "dataset_options",
+    "describe", "describe_labels", "digits_split_indices", "downsample", "forever", "from_levels", "get_dataset",
+    "list_datasets", "load_fashion_mnist", "make_grid", "make_loader", "photo_crop_pairs", "read_idx", "save_grid",
+    "seed_worker", "to_levels"
 ]  # fmt: skip

@@ -8,7 +8,8 @@ An item is the pair ``(image, cond)``:
   (``from_levels``); with ``discrete=True`` it is the uint8 tensor of levels ``k`` itself,
   the view that discrete models (autoregressive diffusion) need;
 - ``cond``: the item's condition dict, ``{"class": label}`` (a Python int; 0 for unlabelled
-  data). ``cond_keys`` names the keys a dataset provides; :func:`collate` batches them.
+  data; captioned datasets give ``{"caption": str, ...}``). ``cond_keys`` names the keys a
+  dataset provides; :func:`collate` batches them.
 
 ``to_levels`` is the exact inverse of ``from_levels`` on the level grid.
 """
@@ -69,18 +70,30 @@ class DatasetInfo:
         return f"{self.name}: {self.summary} [{shape}, {self.levels} levels, {classes} classes, {items}]"
 
 
-def collate(items: list[tuple[Tensor, dict[str, Any]]]) -> tuple[Tensor, dict[str, Tensor]]:
+def collate(items: list[tuple[Tensor, dict[str, Any]]]) -> tuple[Tensor, dict[str, Tensor | list[str]]]:
     """One batch from items ``(x, cond)``: ``x`` stacked, each condition key stacked on its own.
 
     Tensors keep their dtype; Python ints become int64, floats float32 and bools bool, so a
-    class label stays an integer and a low-resolution image stays a float image.
+    class label stays an integer and a low-resolution image stays a float image. Strings (e.g.
+    captions) become a ``list[str]`` in item order.
     """
     x = torch.stack([torch.as_tensor(item[0]) for item in items])
     keys = items[0][1].keys()
     for i, item in enumerate(items):
         if item[1].keys() != keys:
             raise ValueError(f"item {i} has condition keys {sorted(item[1])}, item 0 has {sorted(keys)}")
-    return x, {k: torch.stack([torch.as_tensor(item[1][k]) for item in items]) for k in keys}
+    return x, {k: _collate_values(k, [item[1][k] for item in items]) for k in keys}
+
+
+def _collate_values(key: str, values: list[Any]) -> Tensor | list[str]:
+    is_str = [isinstance(v, str) for v in values]
+    if all(is_str):
+        return list(values)
+    if any(is_str):
+        i = is_str.index(not is_str[0])
+        kinds = f"item {i} is {type(values[i]).__name__}, item 0 {type(values[0]).__name__}"
+        raise ValueError(f"condition {key!r} mixes strings and other values: {kinds}")
+    return torch.stack([torch.as_tensor(v) for v in values])
 
 
 class ImageDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
@@ -93,6 +106,7 @@ class ImageDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
     levels: int = 256
     discrete: bool = False
     split: str = "train"
+    splits: tuple[str, ...] = ("train", "test")  # the splits the class accepts (checked by get_dataset)
     cond_keys: tuple[str, ...] = ("class",)
 
     def get_levels(self, index: int) -> tuple[Tensor, int]:

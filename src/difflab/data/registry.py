@@ -5,21 +5,31 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import digits, fashion_mnist, photos
+from . import digits, fashion_mnist, photos, scenes
 from .base import DatasetInfo, ImageDataset
+from .captions import CaptionFolder
 from .digits import Digits
 from .fashion_mnist import FashionMNIST
 from .folder import ImageFolder
 from .photos import PhotoCrops
+from .scenes import CaptionedScenes
 
 _CLASSES: dict[str, type[ImageDataset]] = {
+    "caption-folder": CaptionFolder,
     "digits": Digits,
     "fashion-mnist": FashionMNIST,
     "image-folder": ImageFolder,
     "photo-crops": PhotoCrops,
+    "scenes": CaptionedScenes,
 }
 
 _INFO: dict[str, DatasetInfo] = {
+    "caption-folder": DatasetInfo(
+        name="caption-folder",
+        summary="Pillow-readable images under root= captioned by same-name .txt files or captions.csv "
+        "(size=, channels= options; train split only)",
+        channels=None, size=None, levels=256, num_classes=None,
+    ),
     "digits": DatasetInfo(
         name="digits", summary=digits.SUMMARY + "; the embedded default for demos and tests", channels=1, size=8,
         levels=digits.DIGITS_LEVELS, num_classes=10, class_names=digits.DIGIT_CLASSES,
@@ -39,6 +49,11 @@ _INFO: dict[str, DatasetInfo] = {
         name="photo-crops", summary=photos.SUMMARY + " (size=64 default; label = photo index; test = held-out photos)",
         channels=3, size=64, levels=256, num_classes=len(photos.TRAIN_PHOTOS), class_names=photos.TRAIN_PHOTOS,
         num_items={"train": 10000, "test": 1000},
+    ),
+    "scenes": DatasetInfo(
+        name="scenes", summary=scenes.SUMMARY + ", captioned in English (size=64 default; splits test unseen "
+        "paraphrase for held-out colour pairs and reworded captions)", channels=3, size=64, levels=256,
+        num_classes=None, num_items=dict(scenes.DEFAULT_COUNTS),
     ),
 }  # fmt: skip
 
@@ -67,14 +82,16 @@ def dataset_options(name: str) -> list[str]:
 
 
 def get_dataset(name: str, split: str = "train", **options: Any) -> ImageDataset:
-    """Build dataset ``name`` ("digits", "fashion-mnist", "image-folder", "photo-crops") for ``split``.
+    """Build dataset ``name`` (see :func:`list_datasets`) for ``split``.
 
-    Items are ``(float32 image (C, H, W) in [-1, 1], int label)``, or ``(uint8 levels, label)``
-    with ``discrete=True``. An unknown name, split or option is a ValueError listing the valid ones.
+    Items are ``(float32 image (C, H, W) in [-1, 1], cond dict)``, or ``(uint8 levels, cond)``
+    with ``discrete=True``. The valid splits are the class's ``splits`` ("train", "test" unless it
+    says otherwise). An unknown name, split or option is a ValueError listing the valid ones.
     """
     key = _canonical(name)
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r}; valid splits: train, test")
+    splits = getattr(_CLASSES[key], "splits", ("train", "test"))
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(splits)}")
     valid = dataset_options(key)
     unknown = sorted(set(options) - set(valid))
     if unknown:
@@ -82,4 +99,6 @@ def get_dataset(name: str, split: str = "train", **options: Any) -> ImageDataset
         raise ValueError(f"unknown option(s) {bad} for dataset {key!r}; valid options: {ok}")
     if key == "image-folder" and "root" not in options:
         raise ValueError("dataset 'image-folder' needs root= (a folder of images, optionally one sub-folder per class)")
+    if key == "caption-folder" and "root" not in options:
+        raise ValueError("dataset 'caption-folder' needs root= (a folder of images with same-name .txt captions)")
     return _CLASSES[key](split=split, **options)

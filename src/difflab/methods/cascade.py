@@ -71,6 +71,7 @@ class Cascade:
         n: int,
         *,
         labels: Tensor | None = None,
+        prompts: Sequence[str] | None = None,
         aug: float | None = None,
         seed: int = 0,
         steps: Sequence[int | None] | int | None = None,
@@ -79,11 +80,14 @@ class Cascade:
         **options: Any,
     ) -> list[Tensor]:
         """The output of every stage (float32, CPU), base first. ``labels`` go to every class-conditional
-        stage (default: ``arange(n) % classes``, as :func:`difflab.train.generate` draws them); ``aug``
+        stage (default: ``arange(n) % classes``, as :func:`difflab.train.generate` draws them) and
+        ``prompts`` (one per sample) to every caption-conditioned stage; ``aug``
         is the sampling level of noise-conditioning augmentation (a fraction of t; None: each stage's
         ``sample.lowres_aug``); ``steps``, ``guidance`` and ``threshold`` one value for all stages or a
         list with one per stage (None: the stage's own ``sample`` setting); other ``options`` as for
         :func:`difflab.train.generate`."""
+        if prompts is not None and not any("caption" in st.conditions for st in self.stages):
+            raise ValueError("prompts were given but no stage of this cascade is caption-conditioned")
         chosen = {"steps": steps, "guidance": guidance, "threshold": threshold}
         per_stage = {k: self._per_stage(k, v) for k, v in chosen.items()}
         outputs: list[Tensor] = []
@@ -93,6 +97,7 @@ class Cascade:
                 stage.sample(
                     n,
                     labels=labels if "class" in stage.conditions else None,
+                    prompts=list(prompts) if prompts is not None and "caption" in stage.conditions else None,
                     cond=cond,
                     aug=aug,
                     seed=seed + i,

@@ -2,15 +2,18 @@
 
 ``UNet(UNetConfig(...))(z, lam, cond)`` returns the raw output that
 ``difflab.diffusion.make_denoiser`` turns into a denoiser; see :mod:`.conditioning` for the
-``cond`` dict and :func:`null_cond` / :func:`keep_cond` for classifier-free guidance.
+``cond`` dict and :func:`null_cond` / :func:`keep_cond` for classifier-free guidance, and
+:mod:`.text` for text encoders and :class:`TextConditioned`, which feeds token ids to the U-Net.
 """
 
 from .attention import Attention, TemporalAttention, frame_attention_mask
 from .conditioning import COND_KEYS, ConditionEmbedder, keep_cond, null_cond, sinusoidal_embedding
+from .text import TextConditioned, TextEmbedding, TextEncoder, Tokenizer, get_text_encoder, save_text_encoder
 from .unet import UNet
 from .unet_config import DROPPABLE, UNetConfig
 
 __all__ = [
-    "COND_KEYS", "DROPPABLE", "Attention", "ConditionEmbedder", "TemporalAttention", "UNet", "UNetConfig",
-    "frame_attention_mask", "keep_cond", "null_cond", "sinusoidal_embedding"
+    "COND_KEYS", "DROPPABLE", "Attention", "ConditionEmbedder", "TemporalAttention", "TextConditioned",
+    "TextEmbedding", "TextEncoder", "Tokenizer", "UNet", "UNetConfig", "frame_attention_mask", "get_text_encoder",
+    "keep_cond", "null_cond", "save_text_encoder", "sinusoidal_embedding"
 ]  # fmt: skip

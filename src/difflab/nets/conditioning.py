@@ -13,6 +13,9 @@ key                  shape               meaning
                                          GLIDE; Saharia et al. 2022, Imagen)
 "token_mask"         (B, L) bool         True for real tokens (default: all True)
 "pooled"             (B, Dp)             pooled text vector added to the embedding (Imagen)
+"text", "text_mask"  (B, L) long, bool   token ids and their mask: only for a UNet wrapped in
+                                         ``difflab.nets.TextConditioned``, which encodes them
+                                         into "tokens", "token_mask" and "pooled"
 "lowres"             (B, C, ...)         low-resolution image, up-sampled and concatenated
 "aug_lam"            (B,)                log-SNR of the noise augmentation of "lowres" (Imagen;
                                          default: clean, i.e. lam_clip)
@@ -20,7 +23,8 @@ key                  shape               meaning
 "guidance"           (B,) float          the guidance weight w of a guidance-distilled student
                                          (Meng et al. 2023); required when guidance_embed is set
 "<k>_drop"           (B,) bool           for k in class, vector, tokens, pooled: use the learned
-                                         null embedding of k for these samples
+                                         null embedding of k for these samples; "text_drop" is
+                                         copied to "tokens_drop" and "pooled_drop"
 ===================  ==================  ==========================================================
 
 A configured droppable condition that is absent from ``cond`` uses its null embedding, so
@@ -46,8 +50,8 @@ from .unet_config import DROP_GROUP, DROPPABLE, UNetConfig
 
 Cond = dict[str, Any]
 COND_KEYS = (
-    "class", "vector", "tokens", "token_mask", "pooled", "lowres", "aug_lam", "frame_is_image", "guidance",
-    *(k + "_drop" for k in DROPPABLE),
+    "class", "vector", "tokens", "token_mask", "pooled", "text", "text_mask", "lowres", "aug_lam",
+    "frame_is_image", "guidance", *(k + "_drop" for k in DROPPABLE),
 )  # fmt: skip
 
 
@@ -96,6 +100,11 @@ def check_cond(cond: Cond, config: UNetConfig) -> None:
     unknown = sorted(set(cond) - set(COND_KEYS))
     if unknown:
         raise ValueError(f"unknown cond key(s) {unknown}; valid keys: {', '.join(COND_KEYS)}")
+    text = [k for k in ("text", "text_mask", "text_drop") if k in cond]
+    if text:
+        raise ValueError(
+            f"cond[{text[0]!r}] is for token ids: wrap the UNet in difflab.nets.TextConditioned, which encodes them"
+        )
     needs = {
         "class": ("num_classes", config.num_classes),
         "vector": ("vector_dim", config.vector_dim),
@@ -107,7 +116,7 @@ def check_cond(cond: Cond, config: UNetConfig) -> None:
         "frame_is_image": ("dims=3", int(config.dims == 3)),
         "guidance": ("guidance_embed", int(config.guidance_embed)),
     }
-    needs.update({k + "_drop": needs[k] for k in DROPPABLE})
+    needs.update({k + "_drop": needs[k] for k in DROPPABLE if k in needs})
     for k in cond:
         name, value = needs[k]
         if not value:

@@ -14,9 +14,12 @@ from typing import Any
 
 # Conditions that have a learned null embedding (classifier-free guidance), and the
 # sampling group of each: conditions in one group are dropped by the same random draw
-# in training, so the text tokens and their pooled vector vanish together.
-DROPPABLE = ("class", "vector", "tokens", "pooled")
-DROP_GROUP = {"class": "class", "vector": "vector", "tokens": "text", "pooled": "text"}
+# in training, so the text tokens and their pooled vector vanish together. "text" (token
+# ids) is droppable for null_cond / keep_cond only: difflab.nets.TextConditioned encodes it
+# into "tokens" and "pooled" and copies its flag to theirs; the UNet itself never takes it,
+# so it is in no config's ``droppable``.
+DROPPABLE = ("class", "vector", "tokens", "pooled", "text")
+DROP_GROUP = {"class": "class", "vector": "vector", "tokens": "text", "pooled": "text", "text": "text"}
 LOWRES_MODES = ("nearest", "bilinear")
 
 
@@ -170,6 +173,7 @@ class UNetConfig:
         configured = self.droppable
         for k, p in self.cond_drop.items():
             need(k in DROPPABLE, f"cond_drop key {k!r} is not droppable; droppable conditions: {', '.join(DROPPABLE)}")
+            need(k != "text", f"cond_drop['text']: the UNet drops encoded text as 'tokens', use {{'tokens': {p}}}")
             need(k in configured, f"cond_drop[{k!r}] is set but the net is not configured for {k!r}")
             need(0.0 <= p <= 1.0, f"cond_drop[{k!r}] must lie in [0, 1], got {p}")
 
@@ -178,4 +182,5 @@ class UNetConfig:
         """The configured conditions that have a null embedding."""
         sizes = {"class": self.num_classes, "vector": self.vector_dim, "tokens": self.token_dim}
         sizes["pooled"] = self.pooled_dim
+        sizes["text"] = 0  # token ids reach the UNet encoded, as "tokens" / "pooled"
         return tuple(k for k in DROPPABLE if sizes[k] > 0)

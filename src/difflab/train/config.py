@@ -35,15 +35,16 @@ class DataConfig:
 
     ``options`` go to ``difflab.data.get_dataset(name, "train", **options)`` (e.g. ``pad: 4``).
     ``conditions`` are the condition keys of the data the model is conditioned on, e.g.
-    ``[class]`` (class-conditional) or ``[class, lowres]`` (a super-resolution stage); the data set
-    must provide them. ``shrink`` > 1 trains on the images shrunk by that factor (a cascade's base
+    ``[class]`` (class-conditional), ``[class, lowres]`` (a super-resolution stage) or ``[caption]``
+    (text-to-image: captions, encoded by the ``text:`` section's encoder); the data set must
+    provide them. ``shrink`` > 1 trains on the images shrunk by that factor (a cascade's base
     stage); ``lowres_factor`` > 1 adds ``lowres``, the training image shrunk by that factor more.
     """
 
     name: str = "digits"
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 128
-    conditions: tuple[Literal["class", "lowres"], ...] = ()
+    conditions: tuple[Literal["class", "lowres", "caption"], ...] = ()
     shrink: int = 1
     lowres_factor: int = 0
     num_workers: int = 0
@@ -58,6 +59,44 @@ class DataConfig:
             ("lowres" in self.conditions) == (self.lowres_factor >= 1),
             "data.conditions has 'lowres' exactly when data.lowres_factor is set (>= 1)",
         )
+
+
+@dataclass
+class TextConfig:
+    """The text encoder of a caption-conditioned stage (``data.conditions`` has ``caption``).
+
+    ``encoder``: ``minilm`` (the frozen pretrained all-MiniLM-L6-v2 of the ``text`` extra),
+    ``pretrained`` (any frozen Hugging Face encoder, e.g. T5, from the folder ``path``), ``scratch``
+    (a small transformer of ``dim`` x ``layers`` x ``heads`` trained jointly with the diffusion
+    model) or ``clip`` (a text tower trained contrastively, frozen, from the file ``path``).
+    Captions are cut to ``max_tokens`` tokens (with a warning).
+    """
+
+    encoder: Literal["minilm", "pretrained", "scratch", "clip"] = "minilm"
+    path: str = ""
+    max_tokens: int = 32
+    dim: int = 128
+    layers: int = 2
+    heads: int = 4
+
+    def __post_init__(self) -> None:
+        _need(self.max_tokens >= 1, f"text.max_tokens must be >= 1, got {self.max_tokens}")
+        for k in ("dim", "layers", "heads"):
+            _need(getattr(self, k) >= 1, f"text.{k} must be >= 1, got {getattr(self, k)}")
+        _need(self.dim % self.heads == 0, f"text.dim ({self.dim}) must be a multiple of text.heads ({self.heads})")
+        _need(
+            bool(self.path) or self.encoder not in ("pretrained", "clip"),
+            f"text.encoder={self.encoder} needs text.path (a Hugging Face folder or a text-encoder file)",
+        )
+
+    def spec(self) -> dict[str, Any]:
+        """The argument of :func:`difflab.nets.get_text_encoder` for this section."""
+        spec: dict[str, Any] = {"kind": self.encoder, "max_tokens": self.max_tokens}
+        if self.encoder in ("pretrained", "clip"):
+            spec["path"] = self.path
+        if self.encoder == "scratch":
+            spec.update(dim=self.dim, layers=self.layers, heads=self.heads)
+        return spec
 
 
 @dataclass
@@ -199,6 +238,7 @@ class RunConfig:
     model: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..config import from_dict, to_dict
-from .config import DiffusionConfig, RunConfig, SampleConfig
+from .config import DiffusionConfig, RunConfig, SampleConfig, TextConfig
 
 
 class Method:
@@ -43,7 +43,7 @@ class Method:
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        defaults = {"diffusion": DiffusionConfig(), "sample": SampleConfig()}
+        defaults = {"diffusion": DiffusionConfig(), "sample": SampleConfig(), "text": TextConfig()}
         for section, default in defaults.items():
             if section not in self.sections and getattr(cfg, section) != default:
                 raise ValueError(f"invalid run config: method {self.name!r} does not use the {section!r} section")

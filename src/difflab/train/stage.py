@@ -27,14 +27,15 @@ _SAMPLE = 4  # the trainer's stream id for sample grids (mix_seed)
 
 
 def resolve_model_config(
-    cfg: RunConfig, channels: int, num_classes: int | None, lowres_channels: int = 0
+    cfg: RunConfig, channels: int, num_classes: int | None, lowres_channels: int = 0, text: Any = None
 ) -> dict[str, Any]:
     """The UNet config dict of a run: ``cfg.model`` plus what the data and diffusion fix.
 
     Fills in ``in_channels`` (data channels), ``out_channels`` (``output_channels`` of the
     parameterization), for a class-conditional run ``num_classes`` and ``cond_drop: {class: p}``,
-    and for a super-resolution stage ``lowres_channels``. A value set in ``cfg.model`` that
-    contradicts them is a ValueError.
+    for a super-resolution stage ``lowres_channels``, and for a caption-conditioned one the text
+    encoder's (``text``) ``token_dim`` and ``pooled_dim`` with ``cond_drop: {tokens: p, pooled: p}``
+    (one draw drops both). A value set in ``cfg.model`` that contradicts them is a ValueError.
     """
     from ..diffusion import output_channels
     from ..nets import UNetConfig
@@ -46,11 +47,17 @@ def resolve_model_config(
     }
     if "lowres" in cfg.data.conditions:
         fixed["lowres_channels"] = int(lowres_channels)
+    droppable = []
     if "class" in cfg.data.conditions:
         if not num_classes:
             raise ValueError(f"data.conditions has 'class' but dataset {cfg.data.name!r} has no class labels")
         fixed["num_classes"] = int(num_classes)
-        fixed["cond_drop"] = {"class": cfg.train.cond_drop} if cfg.train.cond_drop > 0 else {}
+        droppable.append("class")
+    if "caption" in cfg.data.conditions:
+        fixed["token_dim"], fixed["pooled_dim"] = int(text.token_dim), int(text.pooled_dim)
+        droppable += ["tokens", "pooled"]
+    if droppable:
+        fixed["cond_drop"] = {k: cfg.train.cond_drop for k in droppable} if cfg.train.cond_drop > 0 else {}
     out = dict(cfg.model)
     for key, value in fixed.items():
         if key in out and key != "cond_drop" and out[key] != value:
@@ -127,6 +134,7 @@ def generate(
     spacing: str | None = None,
     guidance: float | None = None,
     labels: Tensor | None = None,
+    prompts: list[str] | None = None,
     cond: dict[str, Tensor] | None = None,
     aug: float | None = None,
     threshold: str | None = None,
@@ -142,6 +150,8 @@ def generate(
     (default: ``arange(n) % num_classes``) with classifier-free guidance of weight ``guidance``
     (``uncond + w (cond - uncond)``; w = 1 is plain conditional sampling). The noise comes from a
     generator seeded with ``seed``, so the same seed gives the same samples on the same machine.
+    A caption-conditioned net (:class:`difflab.nets.TextConditioned`) draws image i for
+    ``prompts[i]`` (n prompts; guided the same way; none: unconditional samples).
     ``cond`` holds further per-sample conditions ((n, ...) tensors) such as a super-resolution
     stage's ``lowres``, which gets noise-conditioning augmentation at level ``aug`` (a fraction of
     t; None: ``sample.lowres_aug``) from the same generator. Guidance applies whenever the net
@@ -172,6 +182,12 @@ def generate(
         if len(v) != n:
             raise ValueError(f"cond[{k!r}] holds {len(v)} items for {n} samples")
     num_classes = int(getattr(getattr(net, "config", None), "num_classes", 0) or 0)
+    if prompts is not None:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not hasattr(net, "text_cond"):
+            raise ValueError("prompts were given but the model is not caption-conditioned")
+        if len(prompts) != n:
+            raise ValueError(f"{len(prompts)} prompts for {n} samples: give one prompt per sample")
     if num_classes and labels is None:
         labels = torch.arange(n) % num_classes
     if labels is not None:
@@ -203,6 +219,8 @@ def generate(
             cond = {k: v[start : start + b].to(device) for k, v in extra.items()}
             if num_classes:
                 cond = {**cond, "class": labels[start : start + b].to(device)}
+            if prompts is not None:
+                cond.update(net.text_cond(prompts[start : start + b]))
             cond = keep_cond(cond)
             if "lowres" in cond:
                 cond["lowres"], cond["aug_lam"] = augment_lowres(cond["lowres"].float(), aug, schedule, gen)
@@ -261,11 +279,22 @@ class ImageDiffusion(Method):
     """
 
     name = "diffusion"
+    sections = ("diffusion", "sample", "text")
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__(cfg)
         self.schedule = make_schedule(cfg)
         self._grid_cond: dict[str, Tensor] = {}
+        self._grid_prompts: list[str] | None = None
+        self._text: Any = None
+
+    def text_encoder(self) -> Any:
+        """The ``text:`` section's encoder (built once; a caption-conditioned stage's network holds it)."""
+        if self._text is None:
+            from ..nets import get_text_encoder
+
+            self._text = get_text_encoder(self.cfg.text.spec())
+        return self._text
 
     def dataset(self, split: str = "train") -> Any:
         from ..data import Rescaled, get_dataset
@@ -289,18 +318,23 @@ class ImageDiffusion(Method):
         except (AttributeError, NotImplementedError):
             num_classes = None
         lowres = int(cond["lowres"].shape[0]) if "lowres" in cond else 0
-        return resolve_model_config(self.cfg, int(x.shape[0]), num_classes, lowres)
+        text = self.text_encoder() if "caption" in self.cfg.data.conditions else None
+        return resolve_model_config(self.cfg, int(x.shape[0]), num_classes, lowres, text)
 
     def build(self, model_config: dict[str, Any]) -> torch.nn.Module:
-        from ..nets import UNet
+        from ..nets import TextConditioned, UNet
 
-        return UNet(model_config)
+        unet = UNet(model_config)
+        return TextConditioned(unet, self.text_encoder()) if "caption" in self.cfg.data.conditions else unet
 
     def loss(self, net: Any, x: Tensor, cond: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         from ..diffusion import training_loss
 
         d = self.cfg.diffusion
         cond = {k: cond[k] for k in self.cfg.data.conditions}
+        if "caption" in cond:  # token ids here; the network's encoder embeds them
+            ids, mask = self.text_encoder().tokenizer(cond.pop("caption"))
+            cond["text"], cond["text_mask"] = ids.to(x.device), mask.to(x.device)
         if "lowres" in cond and d.lowres_aug > 0:
             level = d.lowres_aug * torch.rand(x.shape[0], generator=generator, device=x.device)
             if d.lowres_aug_clean > 0:
@@ -319,12 +353,14 @@ class ImageDiffusion(Method):
 
     def attach(self, trainer: Any) -> None:
         """Keep the ``lowres`` inputs of the first ``sample.n`` training items for the sample grids."""
-        if "lowres" in self.cfg.data.conditions:
+        conditions = self.cfg.data.conditions
+        if "lowres" in conditions or "caption" in conditions:
             from ..data import collate
 
             n = min(self.cfg.sample.n, len(trainer.dataset))
-            lowres = collate([trainer.dataset[i] for i in range(n)])[1]["lowres"]
-            self._grid_cond = {"lowres": lowres}
+            first = collate([trainer.dataset[i] for i in range(n)])[1]
+            self._grid_cond = {"lowres": first["lowres"]} if "lowres" in conditions else {}
+            self._grid_prompts = list(first["caption"]) if "caption" in conditions else None
 
     def sample_grid(self, trainer: Any, monitor: Any = None) -> Path | None:
         """Sample ``sample.n`` images with the EMA weights and write ``samples/step_NNNNNNN.png``."""
@@ -333,8 +369,10 @@ class ImageDiffusion(Method):
         cfg, n = self.cfg, self.cfg.sample.n
         cond = {k: v[:n] for k, v in self._grid_cond.items()}
         n = min(n, *(len(v) for v in cond.values())) if cond else n
+        prompts = self._grid_prompts[:n] if self._grid_prompts is not None else None
+        n = min(n, len(prompts)) if prompts is not None else n
         x, _ = generate(
-            trainer.ema.module, cfg, trainer.image_shape, n, cond=cond or None,
+            trainer.ema.module, cfg, trainer.image_shape, n, cond=cond or None, prompts=prompts,
             seed=mix_seed(cfg.train.seed, _SAMPLE), device=trainer.device, precision=cfg.train.precision,
         )  # fmt: skip
         x = upscale_for_grid(crop_padding(x, cfg))

@@ -275,7 +275,7 @@ class Trainer:
         for micro in range(t.grad_accum):
             x, cond = next(batches)
             x = x.to(self.device, non_blocking=True)
-            cond = {k: v.to(self.device, non_blocking=True) for k, v in cond.items()}
+            cond = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in cond.items()}
             sync = not self.dist.enabled or micro == t.grad_accum - 1
             with contextlib.nullcontext() if sync else self.model.no_sync():  # type: ignore[operator]
                 with autocast(self.device, t.precision):
