@@ -199,6 +199,10 @@ def test_bad_prompts_and_specs(minilm, tmp_path) -> None:
     assert [w.category for w in caught] == [PromptTruncatedWarning]
     assert "2 of 3 prompt(s)" in str(caught[0].message) and "max_tokens=32" in str(caught[0].message)
     assert ids.shape == (3, 32) and mask[0].all() and ids[0, -1] == minilm.tokenizer.hf.sep_token_id
+    with warnings.catch_warnings(record=True) as caught:  # once per tokenizer, not once per batch
+        warnings.simplefilter("always")
+        again, _ = minilm.tokenizer(["word " * 40])
+    assert caught == [] and torch.equal(again[0], ids[0])
     with pytest.raises(ValueError, match="valid kinds: minilm, pretrained, scratch, clip"):
         get_text_encoder("t5-xxl")
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['width'\]"):

@@ -93,6 +93,15 @@ COMMANDS: dict[str, Command] = {
         ),
         where="difflab.commands:sample",
     ),
+    "generate": Command(
+        help="text to image: draw prompts with a caption-conditioned cascade into a PNG grid",
+        description=(
+            "Draws --n images per PROMPT with the cascade RUN ... (a caption-conditioned base stage, then its "
+            "super-resolution stages), with classifier-free guidance (--guidance, one weight or one per stage) "
+            "and thresholding (--threshold none|static|dynamic, one or one per stage); one grid row per prompt."
+        ),
+        where="difflab.commands:generate",
+    ),
     "eval": Command(
         help="score a trained run: FD (with its floor), precision, recall, class accuracy",
         description=(

@@ -66,14 +66,20 @@ def add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument(
         "run", nargs="+", metavar="RUN", help="run folder (or its checkpoint folder); several: a cascade, base first"
     )
+    p.add_argument("--prompt", action="append", metavar="TEXT", help="caption-conditioned runs: a prompt "
+                   "(repeat for several; cycled over the samples)")  # fmt: skip
+    add_sampling_options(p, n_default)
+
+
+def add_sampling_options(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, help="sampler (default: the run's sample.sampler)")
     p.add_argument("--steps", type=int_at_least(1), help="sampling steps (default: the run's sample.steps)")
     p.add_argument("--spacing", choices=("t", "lam"), help="grid uniform in t or log-SNR (default: sample.spacing)")
     p.add_argument(
-        "--guidance",
-        type=float_at_least(0.0),
-        help="CFG weight w, uncond + w (cond - uncond) (default: sample.guidance)",
-    )
+        "--guidance", type=float_at_least(0.0), nargs="+", metavar="W",
+        help="CFG weight w, uncond + w (cond - uncond); one for every stage of a cascade or one per stage "
+        "(default: each stage's sample.guidance)",
+    )  # fmt: skip
     p.add_argument("--n", type=int_at_least(1), default=n_default, help="number of samples (default: %(default)s)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="noise seed (default: %(default)s)")
     p.add_argument("--labels", nargs="+", metavar="Y", help="class labels to cycle through, e.g. --labels 3 or 0,1,2")
@@ -84,8 +90,9 @@ def add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
         "(default: the stage's sample.lowres_aug)"
     )  # fmt: skip
     p.add_argument(
-        "--threshold", choices=("none", "static", "dynamic"), help="clip the prediction of x at every step: "
-        "static to [-1, 1], dynamic by its per-sample quantile (default: sample.threshold)"
+        "--threshold", choices=("none", "static", "dynamic"), nargs="+", help="clip the prediction of x at every "
+        "step: static to [-1, 1], dynamic by its per-sample quantile; one for all stages or one per stage "
+        "(default: each stage's sample.threshold)"
     )  # fmt: skip
     p.add_argument("--bf16", action="store_true", help="sample under bf16 autocast")
     p.add_argument(
@@ -177,24 +184,33 @@ def _labels(args: argparse.Namespace, cascade: Any, n: int) -> Tensor | None:
     return torch.tensor(labels, dtype=torch.long).repeat(n // len(labels) + 1)[:n]
 
 
+def _one_or_per_stage(values: list[Any] | None) -> Any:
+    """A repeated option's values: None, one value for every stage, or a list with one per stage."""
+    return values[0] if values is not None and len(values) == 1 else values
+
+
 def _draw(args: argparse.Namespace, cascade: Any, n: int) -> tuple[Tensor, Tensor | None]:
     import torch
 
     stage = cascade.stages[0]
     built_in = (stage.meta.get("distill") or {}).get("guidance")
-    if built_in is not None and args.guidance not in (None, 1.0):
+    guidance = _one_or_per_stage(args.guidance)
+    if built_in is not None and guidance not in (None, 1.0):
         print(
             f"difflab: warning: this student was distilled with guidance w={built_in} built in; "
-            f"--guidance {args.guidance} applies classifier-free guidance on top of it",
+            f"--guidance {guidance} applies classifier-free guidance on top of it",
             file=sys.stderr,
         )
     classes = int(stage.meta.get("num_classes") or 0)
     labels = _labels(args, cascade, n)
     labels = torch.arange(n) % classes if classes and labels is None else labels
+    prompts = getattr(args, "prompt", None)
+    if prompts:
+        prompts = [prompts[i % len(prompts)] for i in range(n)]
     x = cascade.sample(
-        n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, guidance=args.guidance, labels=labels,
-        aug=args.aug, threshold=args.threshold, seed=args.seed, precision="bf16" if args.bf16 else "fp32",
-        batch_size=args.batch_size, progress=args.progress,
+        n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, guidance=guidance, labels=labels,
+        prompts=prompts or None, aug=args.aug, threshold=_one_or_per_stage(args.threshold), seed=args.seed,
+        precision="bf16" if args.bf16 else "fp32", batch_size=args.batch_size, progress=args.progress,
     )[-1]  # fmt: skip
     return x, labels
 
@@ -281,7 +297,7 @@ def run_eval(args: argparse.Namespace) -> int:
         x, labels = _draw(args, cascade, args.n)
         info.update(
             sampler=args.sampler or s.sampler, steps=args.steps or s.steps, spacing=args.spacing or s.spacing,
-            guidance=s.guidance if args.guidance is None else args.guidance, seed=args.seed,
+            guidance=s.guidance if args.guidance is None else _one_or_per_stage(args.guidance), seed=args.seed,
             weights=args.weights, sample_seconds=round(time.perf_counter() - t0, 2),
         )  # fmt: skip
     scores = evaluate(x, cfg.data.name, labels=labels if "class" in cascade.stages[0].conditions else None)
@@ -294,4 +310,38 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         for k, v in result.items():
             print(f"{k:>20}: {v:.4g}" if isinstance(v, float) else f"{k:>20}: {v}")
+    return 0
+
+
+def add_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", nargs="+", metavar="PROMPT", help='what to draw, e.g. "a red bag at the top left"')
+    p.add_argument(
+        "--cascade", nargs="+", required=True, metavar="RUN",
+        help="the caption-conditioned base run, then its super-resolution runs",
+    )  # fmt: skip
+    add_sampling_options(p, 4)
+    p.add_argument("--out", metavar="PNG", default="generated.png", help="grid file, one row per prompt (%(default)s)")
+    p.add_argument("--save", metavar="FILE", help="also write the samples as .npz or .pt (float in [-1, 1])")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """``difflab generate PROMPT ... --cascade RUN ...``: ``--n`` images per prompt, one grid row each."""
+    from .data import save_grid
+    from .train.stage import upscale_for_grid
+
+    prompts = list(args.prompt)
+    per_prompt = args.n
+    args.run, args.labels = args.cascade, None
+    args.prompt = [p for p in prompts for _ in range(per_prompt)]
+    cascade, _ = _stages(args)
+    if not any("caption" in stage.conditions for stage in cascade.stages):
+        raise ValueError(f"{args.cascade[0]} is not caption-conditioned (data.conditions lacks caption)")
+    t0 = time.perf_counter()
+    x, _ = _draw(args, cascade, len(args.prompt))
+    seconds = time.perf_counter() - t0
+    out = Path(args.out)
+    save_grid(upscale_for_grid(x), out, nrow=per_prompt)
+    print(f"wrote {out} ({len(prompts)} prompt(s) x {per_prompt} samples, {seconds:.1f} s)")
+    if args.save:
+        print(f"wrote {save_samples(Path(args.save), x, None)}")
     return 0

@@ -66,6 +66,7 @@ def _transformers() -> Any:
         import transformers
     except ImportError as e:
         raise ImportError("text encoders need the transformers package: pip install difflab[text]") from e
+    transformers.utils.logging.disable_progress_bar()  # a frozen encoder loads in a blink; no bar per load
     return transformers
 
 
@@ -111,6 +112,7 @@ class Tokenizer:
             raise ValueError("the tokenizer has no padding token: set its pad_token before wrapping it")
         self.hf = source
         self.max_tokens = int(max_tokens)
+        self._warned = False  # truncation is reported once per tokenizer, not once per training batch
 
     @property
     def pad_id(self) -> int:
@@ -133,11 +135,13 @@ class Tokenizer:
                 )
         lengths = [len(ids) for ids in self.hf(captions, truncation=False, verbose=False)["input_ids"]]
         cut = sum(n > self.max_tokens for n in lengths)
-        if cut:
+        if cut and not self._warned:
+            self._warned = True
             warnings.warn(
                 PromptTruncatedWarning(
                     f"{cut} of {len(captions)} prompt(s) have more than max_tokens={self.max_tokens} tokens "
-                    f"(longest: {max(lengths)}) and were truncated; raise max_tokens to keep them whole"
+                    f"(longest: {max(lengths)}) and were truncated; raise max_tokens to keep them whole "
+                    "(later truncations by this tokenizer are not reported)"
                 ),
                 stacklevel=2,
             )

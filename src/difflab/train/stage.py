@@ -9,6 +9,7 @@ super-resolution stage's ``lowres`` gets noise-conditioning augmentation (:func:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,15 +387,17 @@ class ImageDiffusion(Method):
     @classmethod
     def load(cls, path: str | Path, weights: str = "ema", device: Any = "cpu") -> LoadedStage:
         from ..config import load_yaml
-        from ..nets import UNet
+        from .checkpoint import checkpoint_path
 
-        net, meta, ckpt_dir = load_network(path, UNet, weights, method=cls.name)
+        where = checkpoint_path(path)
+        try:
+            cfg = RunConfig.from_dict(load_yaml(where / "config.yaml"))
+        except (ValueError, FileNotFoundError) as e:
+            raise CheckpointError(f"{where / 'config.yaml'}: {e}") from None
+        method = ImageDiffusion(dataclasses.replace(cfg, method=""))  # the network of any diffusion stage
+        net, meta, ckpt_dir = load_network(where, method.build, weights, method=cls.name)
         if "image_shape" not in meta:
             raise CheckpointError(
                 f"{ckpt_dir / 'format.json'}: missing 'image_shape'; not a difflab training checkpoint"
             )
-        try:
-            cfg = RunConfig.from_dict(load_yaml(ckpt_dir / "config.yaml"))
-        except (ValueError, FileNotFoundError) as e:
-            raise CheckpointError(f"{ckpt_dir / 'config.yaml'}: {e}") from None
         return LoadedStage(cfg, net.to(device), meta, ckpt_dir)
