@@ -102,6 +102,11 @@ def test_a_text_cascade_samples_every_stage_with_the_prompts(runs):
     outs = cascade.sample(3, prompts=prompts, guidance=[3.0, 1.0], threshold=["dynamic", "none"], aug=0.2)
     assert [tuple(o.shape) for o in outs] == [(3, 3, 8, 8), (3, 3, 16, 16)]
     assert float(outs[0].abs().max()) <= 1.0 + 1e-5  # dynamic thresholding in the base stage
+    t2i = Cascade.from_runs([runs["base"], runs["sr"]])
+    images = t2i(["a red bag at the top left", "a white coat"], n=2, steps=2, seed=5)
+    assert images.shape == (4, 3, 16, 16)
+    alone = t2i(["a white coat"], n=2, steps=2, seed=5)  # same seed: prompt-major order, per-sample noise
+    assert alone.shape == (2, 3, 16, 16)
 
 
 def test_generate_writes_one_grid_row_per_prompt(runs, tmp_path, capsys):

@@ -8,6 +8,8 @@ the network the level (``aug_lam``). ::
 
     cascade = Cascade.load(["runs/fmnist-14", "runs/fmnist-sr28"])
     images = cascade.sample(16, labels=torch.arange(16) % 10, aug=0.2)[-1]   # (16, 1, 28, 28)
+    t2i = Cascade.from_runs(["runs/t2i-base", "runs/t2i-sr"])
+    images = t2i(["a red bag at the top left"], n=4, guidance=[5, 3], threshold="dynamic")
 
 Before any sampling, :meth:`Cascade.check` refuses stages that do not chain (resolutions,
 channels, conditions), naming the stages.
@@ -37,6 +39,17 @@ class Cascade:
         from . import load
 
         return load(list(paths), weights, device)
+
+    from_runs = load  # Cascade.from_runs(["runs/t2i-base", "runs/t2i-sr"])("a red bag at the top left")
+
+    def __call__(self, prompts: str | Sequence[str], n: int = 1, **options: Any) -> Tensor:
+        """Text to image: ``n`` final images per prompt (prompt-major, (len(prompts) * n, C, H, W));
+        ``options`` as for :meth:`sample` (guidance, threshold, steps, aug, seed ...)."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if n < 1 or not prompts:
+            raise ValueError("give at least one prompt and n >= 1 images per prompt")
+        every = [p for p in prompts for _ in range(n)]
+        return self.sample(len(every), prompts=every, **options)[-1]
 
     def check(self) -> None:
         """A ValueError naming the stages when they do not chain."""
