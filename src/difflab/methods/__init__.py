@@ -1,13 +1,14 @@
 """Methods built from the shared parts, and the one loader of what they train.
 
 Each method is a :class:`difflab.train.Method` (image diffusion is the trainer's default; then
-progressive distillation, ARDMs with their lossless codec, WaveGrad, cascades of stages). Its
+progressive distillation, ARDMs with their lossless codec, WaveGrad, cascades of stages, CLIP). Its
 checkpoints record its name, and :func:`load` dispatches on it::
 
     stage = difflab.load("runs/digits")                    # a diffusion stage: stage.sample(16)
     ardm = difflab.load("artifacts/ardm-fmnist-ft")        # an ARDM: estimate_nll, codec
     voc = difflab.load("artifacts/wavegrad-priorgrad")     # a Vocoder: voc(mel, steps=6)
     cascade = difflab.load(["runs/base", "runs/sr"])       # a Cascade: cascade.sample(16)
+    clip = difflab.load("runs/clip-scenes")                # a CLIP: encode_image, encode_captions
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ METHODS = {
     "diffusion": "difflab.train.stage:ImageDiffusion",
     "ardm": "difflab.methods.ardm.train:ARDMMethod",
     "wavegrad": "difflab.methods.wavegrad.train:WaveGradMethod",
+    "clip": "difflab.methods.clip:CLIPMethod",
 }
 
 

@@ -334,7 +334,7 @@ def get_text_encoder(spec: str | Mapping[str, Any] | TextEncoder) -> TextEncoder
     """Build a text encoder from ``"minilm"``, ``"scratch"`` or a dict ``{"kind": ..., ...}``.
 
     Keys per kind: minilm: max_tokens; pretrained: path, max_tokens; scratch: dim, layers,
-    heads, max_tokens, tokenizer; clip: path (a :func:`save_text_encoder` file), max_tokens
+    heads, max_tokens, tokenizer; clip: path (a CLIP run folder or a :func:`save_text_encoder` file), max_tokens
     (at most the saved one). An encoder is returned as it is.
     """
     if isinstance(spec, TextEncoder):
@@ -378,8 +378,12 @@ def _load_clip(path: Path, max_tokens: int | None) -> ScratchTextEncoder:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    if path.is_dir():  # a CLIP run folder (difflab train configs/clip-scenes.yaml) keeps its text tower here
+        path = path / "text_encoder.safetensors"
     if not path.is_file():
-        raise ValueError(f"no text encoder file at {path}: write one with difflab.nets.save_text_encoder")
+        raise ValueError(
+            f"no text encoder file at {path}: give a CLIP run folder or a file of difflab.nets.save_text_encoder"
+        )
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if _METADATA_KEY not in meta:

@@ -68,7 +68,8 @@ class TextConfig:
     ``encoder``: ``minilm`` (the frozen pretrained all-MiniLM-L6-v2 of the ``text`` extra),
     ``pretrained`` (any frozen Hugging Face encoder, e.g. T5, from the folder ``path``), ``scratch``
     (a small transformer of ``dim`` x ``layers`` x ``heads`` trained jointly with the diffusion
-    model) or ``clip`` (a text tower trained contrastively, frozen, from the file ``path``).
+    model) or ``clip`` (the text tower of a CLIP run, frozen: ``path`` is the run folder or its
+    ``text_encoder.safetensors``).
     Captions are cut to ``max_tokens`` tokens (with a warning).
     """
 
