@@ -4,6 +4,8 @@ No Inception weights exist offline, so difflab trains its own small CNN classifi
 (``scripts/train_feature_nets.py``) and ships them in ``difflab/eval/weights`` as safetensors plus
 JSON metadata. The penultimate layer of the net for a data set is its feature space for FD
 (``frechet_distance``, "FID" with a different feature net) and for k-NN precision / recall.
+For captioned scenes, ``alignment`` scores text-image alignment with a shipped attribute
+classifier (item, colour and position per quadrant), which also gives ``scene_fd`` and ``diversity``.
 
     from difflab.eval import evaluate
     scores = evaluate(samples, "fashion-mnist", labels=labels)   # fd, fd_floor, precision, recall, ...
@@ -11,6 +13,24 @@ JSON metadata. The penultimate layer of the net for a data set is its feature sp
 Only torch and numpy are imported here; safetensors loads with the weights, matplotlib with a plot.
 """
 
+from .alignment import (
+    SCENE_CLASSIFIER,
+    SceneClassifier,
+    SceneClassifierConfig,
+    alignment,
+    alignment_rates,
+    attribute_hits,
+    clear_scene_cache,
+    diversity,
+    load_scene_classifier,
+    predict_scene,
+    save_scene_classifier,
+    scene_classifier_metadata,
+    scene_fd,
+    scene_features,
+    scene_reference_features,
+    summarize_hits,
+)
 from .evaluate import cached_feature_net, clear_cache, evaluate, fd_floor, real_features
 from .featurenet import (
     FEATURE_NETS,
@@ -37,9 +57,12 @@ from .metrics import (
 from .plot import plot_metric_vs_steps
 
 __all__ = [
-    "FEATURE_NETS", "WEIGHTS_DIR", "FeatureNet", "FeatureNetConfig", "cached_feature_net", "class_accuracy",
-    "class_logits", "class_predictions", "clear_cache", "evaluate", "fd_floor", "feature_net_metadata", "features",
-    "frechet_distance", "frechet_distance_from_stats", "gaussian_stats", "knn_radii", "load_feature_net",
-    "manifold_coverage", "plot_metric_vs_steps", "precision_recall", "real_features", "save_feature_net",
-    "sha256_file"
+    "FEATURE_NETS", "FeatureNet", "FeatureNetConfig", "SCENE_CLASSIFIER", "SceneClassifier",
+    "SceneClassifierConfig", "WEIGHTS_DIR", "alignment", "alignment_rates", "attribute_hits", "cached_feature_net",
+    "class_accuracy", "class_logits", "class_predictions", "clear_cache", "clear_scene_cache", "diversity",
+    "evaluate", "fd_floor", "feature_net_metadata", "features", "frechet_distance", "frechet_distance_from_stats",
+    "gaussian_stats", "knn_radii", "load_feature_net", "load_scene_classifier", "manifold_coverage",
+    "plot_metric_vs_steps", "precision_recall", "predict_scene", "real_features", "save_feature_net",
+    "save_scene_classifier", "scene_classifier_metadata", "scene_fd", "scene_features", "scene_reference_features",
+    "sha256_file", "summarize_hits"
 ]  # fmt: skip
