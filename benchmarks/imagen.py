@@ -1,0 +1,242 @@
+"""Text-to-image cascades (Imagen) on the captioned scenes: guidance and thresholding, text encoders,
+noise-conditioning augmentation.
+
+Two steps (each prints what it does; ``eval`` writes docs/results/imagen.json)::
+
+    python benchmarks/imagen.py train [--base-minutes 40 --sr-minutes 60]
+    python benchmarks/imagen.py eval  [--n 64 --per-caption 4]
+
+``train`` runs ``difflab train`` under ``RUNS`` (default runs/imagen), two process streams of one
+thread each, side by side: the three 16x16 base stages of configs/imagen-base.yaml that differ only
+in ``text.encoder`` (minilm: the frozen pretrained all-MiniLM-L6-v2; clip: the frozen text tower of
+the CLIP run ``--clip`` (trained by configs/clip-scenes.yaml first when missing); scratch: a small
+transformer trained with the diffusion model), each for ``--base-minutes`` (equal diffusion-training
+time), and the 16 -> 64 super-resolution stage of configs/imagen-sr.yaml with noise-conditioning
+augmentation for ``--sr-minutes``, then the same stage without it for as many updates. Every run
+resumes from its checkpoint when the command is repeated.
+
+``eval`` draws ``--per-caption`` samples for each of the first ``--n`` captions of a split and scores
+the 64x64 cascade output with the shipped scene classifier (difflab.eval.alignment): alignment (the
+share of the caption's item / colour / position attributes found), FD in its features against the
+split's real images, diversity (mean pairwise feature distance among one caption's samples) and the
+share of saturated base-stage pixels (|x| >= 0.99). Sweeps: guidance w x thresholding (none, static,
+dynamic) with the MiniLM base stage on seen captions; each encoder at w = ``--encoder-guidance`` with
+dynamic thresholding on the seen, unseen-combination and paraphrase splits; and the super-resolution
+stage with and without augmentation, fed with the same base samples, at every sampling level (a
+fraction of the noise schedule's t), ``--seeds`` seeds. Base stages sample with DDIM ``--steps``,
+super-resolution stages with DDIM ``--sr-steps`` at w = 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, command_line, machine_info, write_result  # noqa: E402
+
+DIFFLAB = [sys.executable, "-m", "difflab"]
+ENCODERS = ("minilm", "clip", "scratch")
+SPLITS = ("seen", "unseen", "paraphrase")
+DATA_SPLIT = {"seen": "test", "unseen": "unseen", "paraphrase": "paraphrase"}
+
+
+def _train(config: str, out: Path, *args: str) -> subprocess.Popen:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    resume = ["--resume"] if (out / "checkpoint" / "format.json").is_file() else []
+    cmd = [*DIFFLAB, "train", str(ROOT / config), "--out", str(out), "--no-progress", *resume, "train.threads=1"]
+    cmd += list(args)
+    print("$", " ".join(cmd[2:]), flush=True)
+    with open(out.with_suffix(".log"), "a") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def _wait(*procs: subprocess.Popen) -> None:
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("a training run failed: see the .log files beside the runs")
+
+
+def _seconds(run: Path) -> float:
+    """Training seconds of a run over all its sessions (metrics.jsonl's last elapsed time per session)."""
+    total, last = 0.0, 0.0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        e = json.loads(line).get("elapsed_s")
+        if e is None:
+            continue
+        if e < last:  # a new session started
+            total += last
+        last = e
+    return total + last
+
+
+def train(args: argparse.Namespace) -> None:
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / "train_command.txt").write_text(command_line("benchmarks/imagen.py") + "\n")
+    clip = Path(args.clip)
+    if not (clip / "text_encoder.safetensors").is_file():
+        _wait(_train("configs/clip-scenes.yaml", clip))
+    base_s, sr_s = args.base_minutes * 60, args.sr_minutes * 60
+    limit = ["--time-limit", str(base_s)]
+    encoders = {
+        "minilm": [], "clip": ["text.encoder=clip", f"text.path={clip.resolve()}"], "scratch": ["text.encoder=scratch"]
+    }  # fmt: skip
+    # stream 1: minilm base, then the super-resolution stage with augmentation; stream 2: clip, scratch
+    first = _train("configs/imagen-base.yaml", runs / "base-minilm", *limit, "train.steps=1000000")
+    second = _train("configs/imagen-base.yaml", runs / "base-clip", *limit, "train.steps=1000000", *encoders["clip"])
+    _wait(first)
+    first = _train("configs/imagen-sr.yaml", runs / "sr-aug", "--time-limit", str(sr_s), "train.steps=1000000")
+    _wait(second)
+    second = _train(
+        "configs/imagen-base.yaml", runs / "base-scratch", *limit, "train.steps=1000000", *encoders["scratch"]
+    )
+    _wait(first)
+    steps = _summary(runs / "sr-aug")["step"]
+    noaug = _train("configs/imagen-sr.yaml", runs / "sr-noaug", "diffusion.lowres_aug=0", f"train.steps={steps}")
+    _wait(second, noaug)
+    for name in (*(f"base-{e}" for e in ENCODERS), "sr-aug", "sr-noaug"):
+        s = _summary(runs / name)
+        print(f"{name:>12}: {s['step']} updates in {_seconds(runs / name):.0f} s ({s['status']})")
+
+
+def _prompts(split: str, n: int, per_caption: int) -> tuple[list[str], Any]:
+    """The first ``n`` captions of a split, each repeated ``per_caption`` times, and their labels."""
+    import torch
+
+    from difflab.data import get_dataset
+
+    data = get_dataset("scenes", DATA_SPLIT[split])
+    items = [data[i][1] for i in range(n)]
+    prompts = [c["caption"] for c in items for _ in range(per_caption)]
+    labels = torch.stack([c["labels"] for c in items for _ in range(per_caption)])
+    return prompts, labels
+
+
+def _score(x64, base, labels, split: str, per_caption: int) -> dict:
+    import torch
+
+    from difflab.eval.alignment import alignment_rates, diversity, scene_fd, scene_features
+
+    rates = alignment_rates(x64, labels)
+    groups = torch.arange(len(x64)) // per_caption
+    return {
+        "alignment": round(rates["alignment"], 4),
+        "item": round(rates["item"], 4), "colour": round(rates["colour"], 4), "position": round(rates["position"], 4),
+        "fd": round(scene_fd(x64, DATA_SPLIT[split]), 4),
+        "diversity": round(diversity(scene_features(x64), groups), 4),
+        "saturated": round(float((base.abs() >= 0.99).float().mean()), 4),
+    }  # fmt: skip
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    import difflab
+    from difflab.eval.alignment import scene_classifier_metadata, scene_fd
+
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs)
+    sr = {True: difflab.load(runs / "sr-aug"), False: difflab.load(runs / "sr-noaug")}
+    sr_opts = {"steps": args.sr_steps, "guidance": 1.0, "threshold": "none", "sampler": "ddim"}
+    rows, sr_rows, seconds = [], [], {}
+
+    def cascade(base, prompts, w, threshold, seed, stage=sr[True], aug=args.aug):
+        t0 = time.perf_counter()
+        low = base.sample(len(prompts), prompts=prompts, guidance=w, threshold=threshold, steps=args.steps,
+                          sampler="ddim", seed=seed)  # fmt: skip
+        t1 = time.perf_counter()
+        x = stage.sample(len(prompts), prompts=prompts, cond={"lowres": low.clamp(-1, 1)}, aug=aug, seed=1000 + seed,
+                         **sr_opts)  # fmt: skip
+        seconds.setdefault("base", []).append((t1 - t0) / len(prompts))
+        seconds.setdefault("sr", []).append((time.perf_counter() - t1) / len(prompts))
+        return low, x
+
+    def report(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    bases = {e: difflab.load(runs / f"base-{e}") for e in ENCODERS if (runs / f"base-{e}").is_dir()}
+    seen, seen_labels = _prompts("seen", args.n, args.per_caption)
+    for w in args.guidance:  # guidance x thresholding, MiniLM, seen captions
+        for threshold in ("none", "static", "dynamic"):
+            low, x = cascade(bases["minilm"], seen, w, threshold, 0)
+            scores = _score(x, low, seen_labels, "seen", args.per_caption)
+            report({"encoder": "minilm", "guidance": w, "threshold": threshold, "split": "seen", **scores})
+    for encoder, base in bases.items():  # encoders on every split
+        for split in SPLITS:
+            if encoder == "minilm" and split == "seen" and args.encoder_guidance in args.guidance:
+                continue  # already in the sweep
+            prompts, labels = _prompts(split, args.n, args.per_caption)
+            low, x = cascade(base, prompts, args.encoder_guidance, "dynamic", 0)
+            scores = _score(x, low, labels, split, args.per_caption)
+            report({"encoder": encoder, "guidance": args.encoder_guidance, "threshold": "dynamic", "split": split,
+                    **scores})  # fmt: skip
+    for seed in args.seeds:  # super-resolution with and without augmentation, the same base samples
+        prompts, labels = _prompts("seen", args.n, args.per_caption)
+        base = bases["minilm"]
+        low = base.sample(len(prompts), prompts=prompts, guidance=args.encoder_guidance, threshold="dynamic",
+                          steps=args.steps, sampler="ddim", seed=seed).clamp(-1, 1)  # fmt: skip
+        for noise_aug, stage in sr.items():
+            for level in args.levels:
+                x = stage.sample(len(prompts), prompts=prompts, cond={"lowres": low}, aug=level, seed=1000 + seed,
+                                 **sr_opts)  # fmt: skip
+                sr_rows.append({"noise_aug": noise_aug, "sample_aug": level, "seed": seed,
+                                "fd": round(scene_fd(x, "test"), 4)})  # fmt: skip
+                print(json.dumps(sr_rows[-1]), flush=True)
+    meta = scene_classifier_metadata()
+    result = {
+        "command": command_line("benchmarks/imagen.py"),
+        "train_command": (runs / "train_command.txt").read_text().strip()
+        if (runs / "train_command.txt").is_file()
+        else "unknown",
+        "machine": machine_info(),
+        "date": date.today().isoformat(),
+        "classifier_accuracy": meta["accuracy"],
+        "captions_per_score": args.n, "samples_per_caption": args.per_caption,
+        "sampler": f"ddim, {args.steps} steps (base), {args.sr_steps} steps at w = 1 (super-resolution)",
+        "sample_aug": f"{args.aug} of t (sweeps); sr_aug rows: the level shown",
+        "train": {
+            name: {"updates": _summary(runs / name)["step"], "seconds": round(_seconds(runs / name), 1)}
+            for name in (*(f"base-{e}" for e in bases), "sr-aug", "sr-noaug")
+        },
+        "seconds_per_image": {k: round(statistics.median(v), 4) for k, v in seconds.items()},
+        "rows": rows,
+        "sr_aug": sr_rows,
+    }  # fmt: skip
+    print(f"wrote {write_result('imagen', result)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=("train", "eval"))
+    p.add_argument("--runs", default="runs/imagen", help="folder of the runs (default: %(default)s)")
+    p.add_argument("--clip", default="runs/clip-scenes", help="CLIP run of the clip encoder (default: %(default)s)")
+    p.add_argument("--base-minutes", type=float, default=40.0)
+    p.add_argument("--sr-minutes", type=float, default=60.0)
+    p.add_argument("--n", type=int, default=64, help="captions per score")
+    p.add_argument("--per-caption", type=int, default=4, help="samples per caption")
+    p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 8.0, 12.0])
+    p.add_argument("--encoder-guidance", type=float, default=5.0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5])
+    p.add_argument("--aug", type=float, default=0.2, help="sampling augmentation level of the sweeps")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps of the base stages")
+    p.add_argument("--sr-steps", type=int, default=10, help="DDIM steps of the super-resolution stage")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    train(args) if args.what == "train" else evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
