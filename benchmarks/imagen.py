@@ -204,6 +204,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "date": date.today().isoformat(),
         "classifier_accuracy": meta["accuracy"],
         "captions_per_score": args.n, "samples_per_caption": args.per_caption,
+        "encoder_guidance": args.encoder_guidance,
         "sampler": f"ddim, {args.steps} steps (base), {args.sr_steps} steps at w = 1 (super-resolution)",
         "sample_aug": f"{args.aug} of t (sweeps); sr_aug rows: the level shown",
         "train": {
@@ -215,6 +216,52 @@ def evaluate(args: argparse.Namespace) -> None:
         "sr_aug": sr_rows,
     }  # fmt: skip
     print(f"wrote {write_result('imagen', result)}")
+
+
+def render_imagen(data: dict) -> str:
+    """The RESULTS.md section: training, the guidance x thresholding sweep, encoders x splits, and the
+    super-resolution stage with / without augmentation (mean, sd over seeds)."""
+    from report import table
+
+    acc = data.get("classifier_accuracy", {}).get("test", {}).get("64x64", {})
+    ceiling = ", ".join(f"{k} {acc[k]:.3f}" for k in ("alignment", "item", "colour", "position", "exact") if k in acc)
+    out = [
+        f"Trained by `{data.get('train_command', 'unknown')}`. {data['captions_per_score']} captions x "
+        f"{data['samples_per_caption']} samples per score; {data['sampler']}; super-resolution sampled at "
+        f"augmentation level {data['sample_aug']}. Scene classifier on real 64x64 test images: {ceiling}.",
+        "",
+        table(["stage", "updates", "train s"], [[k, v["updates"], v["seconds"]] for k, v in data["train"].items()]),
+        "",
+        f"Seconds per image: {data['seconds_per_image']}.",
+        "",
+        "Guidance and thresholding (MiniLM encoder, seen captions):",
+        "",
+    ]
+    keys = ["alignment", "item", "colour", "position", "fd", "diversity", "saturated"]
+    sweep = [r for r in data["rows"] if r["encoder"] == "minilm" and r["split"] == "seen"]
+    out.append(
+        table(["w", "threshold", *keys], [[r["guidance"], r["threshold"], *[r[k] for k in keys]] for r in sweep])
+    )
+    out += ["", "Text encoders (dynamic thresholding):", ""]
+    w = data["encoder_guidance"]
+    enc = sorted(
+        (r for r in data["rows"] if r["threshold"] == "dynamic" and r["guidance"] == w),
+        key=lambda r: (ENCODERS.index(r["encoder"]), SPLITS.index(r["split"])),
+    )
+    out.append(table(["encoder", "split", "w", *keys], [[r["encoder"], r["split"], r["guidance"], *[r[k] for k in keys]]
+                                                         for r in enc]))  # fmt: skip
+    out += ["", "Super-resolution fed with base-stage samples (scene FD at 64x64):", ""]
+    levels = sorted({r["sample_aug"] for r in data["sr_aug"]})
+    body = []
+    for aug in (True, False):
+        row: list[object] = ["with augmentation" if aug else "without"]
+        for level in levels:
+            fds = [r["fd"] for r in data["sr_aug"] if r["noise_aug"] == aug and r["sample_aug"] == level]
+            sd = statistics.stdev(fds) if len(fds) > 1 else 0.0
+            row.append(f"{statistics.mean(fds):.3f} +- {sd:.3f}" if fds else "-")
+        body.append(row)
+    out.append(table(["trained", *[f"FD at aug {lv}" for lv in levels]], body))
+    return "\n".join(out)
 
 
 def main() -> None:

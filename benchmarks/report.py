@@ -159,6 +159,7 @@ def render_generic(name: str, data: dict) -> str:
 def render_feature_nets() -> list[str]:
     """The shipped feature networks (for Frechet distance), from their metadata in the package."""
     metas = [json.loads(p.read_text()) for p in sorted((ROOT / "src/difflab/eval/weights").glob("*.json"))]
+    metas = [m for m in metas if "test_accuracy" in m]  # the scene classifiers report in the text-to-image section
     if not metas:
         return []
     rows = [
@@ -283,6 +284,7 @@ RENDERERS: dict[str, Renderer] = {
     "ardm.json": _section_from("ardm", "render_ardm"),
     "wavegrad.json": _section_from("wavegrad", "render_wavegrad", "WaveGrad vocoder"),
     "cascade.json": _section_from("cascade", "render_cascade", "Cascade: base + super-resolution vs one model"),
+    "imagen.json": _section_from("imagen", "render_imagen", "Text to image (Imagen-style cascade)"),
 }
 
 
