@@ -60,9 +60,9 @@ class SceneClassifierConfig:
     """
 
     image_size: int = 64
-    widths: tuple[int, ...] = (16, 32, 64)
-    depths: tuple[int, ...] = (1, 2, 2)
-    feature_dim: int = 32
+    widths: tuple[int, ...] = (16, 32, 64, 128)  # four stages: 32, 16, 8 and 4 pixels square
+    depths: tuple[int, ...] = (1, 1, 2, 2)
+    feature_dim: int = 64
     colour_dim: int = 8
     dropout: float = 0.1
     num_items: int = len(ITEMS) + 1  # the item kinds and EMPTY
