@@ -94,7 +94,7 @@ def evaluate(args: argparse.Namespace) -> None:
     sr_rows, single_rows, base_seconds, sr_seconds = [], [], [], []
     for seed in args.seeds:
         t0 = time.perf_counter()
-        low = base.sample(args.n, seed=seed, **opts).clamp(-1, 1)
+        low = base.sample(args.n, seed=seed, **{**opts, "steps": args.base_steps or args.steps}).clamp(-1, 1)
         base_seconds.append(time.perf_counter() - t0)
         for train_aug, stage in srs.items():
             for level in args.levels:
@@ -121,16 +121,19 @@ def evaluate(args: argparse.Namespace) -> None:
         d = srs[args.variant].config.diffusion
         trained = {
             "lowres_aug": d.lowres_aug, "lowres_aug_clean": d.lowres_aug_clean,
-            "updates": _summary(runs / args.variant)["step"],
+            "updates": _summary(runs / args.variant)["step"], "base_steps": args.base_steps or args.steps,
         }  # fmt: skip
         rows = [{"variant": args.variant, **trained, **r} for r in sr_rows]
         for r in rows:
             del r["train_aug"], r["fd_floor"]
         path = ROOT / "docs" / "results" / "cascade.json"
         result = json.loads(path.read_text())
-        kept = [r for r in result.get("variants", []) if r["variant"] != args.variant]
+        key = (args.variant, trained["base_steps"])
+        kept = [r for r in result.get("variants", []) if (r["variant"], r.get("base_steps", args.steps)) != key]
         result["variants"] = kept + rows
-        result.setdefault("variant_commands", {})[args.variant] = command_line("benchmarks/cascade.py")
+        result.setdefault("variant_commands", {})[f"{key[0]}, base {key[1]} steps"] = command_line(
+            "benchmarks/cascade.py"
+        )
         path.write_text(json.dumps(result, indent=2) + "\n")
         for level in args.levels:
             fds = [r["fd"] for r in sr_rows if r["sample_aug"] == level]
@@ -229,15 +232,17 @@ def render_cascade(data: dict) -> str:
             "",
         ]
         body = []
-        for name in dict.fromkeys(r["variant"] for r in variants):
-            rows = [r for r in variants if r["variant"] == name]
-            cells: list[object] = [f"`{name}`", rows[0]["lowres_aug"], rows[0]["lowres_aug_clean"], rows[0]["updates"]]
+        for name, steps in dict.fromkeys((r["variant"], r.get("base_steps", 25)) for r in variants):
+            rows = [r for r in variants if r["variant"] == name and r.get("base_steps", 25) == steps]
+            cells: list[object] = [f"`{name}`", steps, rows[0]["lowres_aug"], rows[0]["lowres_aug_clean"]]
+            cells.append(rows[0]["updates"])
             for level in levels:
                 fds = [r["fd"] for r in rows if r["sample_aug"] == level]
                 sd = statistics.stdev(fds) if len(fds) > 1 else 0.0
                 cells.append(f"{statistics.mean(fds):.3f} +- {sd:.3f}" if fds else "-")
             body.append(cells)
-        out.append(table(["run", "lowres_aug", "clean share", "updates", *[f"FD at aug {lv}" for lv in levels]], body))
+        header = ["run", "base steps", "lowres_aug", "clean share", "updates", *[f"FD at aug {lv}" for lv in levels]]
+        out.append(table(header, body))
         out += ["", "Commands: " + "; ".join(f"`{c}`" for c in data.get("variant_commands", {}).values())]
     return "\n".join(out)
 
@@ -252,6 +257,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5])
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per stage")
+    p.add_argument("--base-steps", type=int, help="eval --variant: DDIM steps of the base stage (default: --steps)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variant", metavar="NAME", help="eval: score only the super-resolution stage RUNS/NAME (printed)")
     args = p.parse_args()
