@@ -3,6 +3,8 @@ encoder in training, prompts in sampling (with guidance), text cascades, and ``d
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -123,3 +125,13 @@ def test_generate_writes_one_grid_row_per_prompt(runs, tmp_path, capsys):
     assert main([*argv, "--guidance", "-1"]) == 2
     assert main(["generate", "a bag", "--cascade", str(runs["sr"]), "--steps", "2"]) == 2
     assert "super-resolution stage" in capsys.readouterr().err
+
+
+def test_eval_scores_a_text_cascade_by_alignment_on_a_split(runs, capsys):
+    argv = ["eval", str(runs["base"]), str(runs["sr"]), "--n", "3", "--steps", "2", "--json", "--split", "unseen"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "unseen" and 0.0 <= result["alignment"] <= 1.0
+    assert result["scene_fd"] > 0 and {"item", "colour", "position"} <= set(result)
+    assert main([*argv, "--prompt", "a bag"]) == 2
+    assert "drop --prompt" in capsys.readouterr().err

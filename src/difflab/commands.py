@@ -111,6 +111,11 @@ def add_sample(p: argparse.ArgumentParser) -> None:
 def add_eval(p: argparse.ArgumentParser) -> None:
     add_sampling(p, 1000)
     p.add_argument("--samples", metavar="FILE", help="score these saved samples (.npz/.pt) instead of sampling")
+    p.add_argument(
+        "--split", default="test", choices=("test", "unseen", "paraphrase"),
+        help="caption-conditioned runs on the captioned scenes: the prompts are the first --n captions of this "
+        "split, scored by alignment and scene FD (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", metavar="JSON", help="also write the result to this file")
 
@@ -279,6 +284,27 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scene_prompts(args: argparse.Namespace, dataset: str) -> Tensor:
+    """Set ``args.prompt`` to the first ``--n`` captions of ``--split``; return their labels."""
+    import torch
+
+    from .data import get_dataset
+
+    if dataset != "scenes":
+        raise ValueError(
+            f"difflab eval scores caption-conditioned runs on the captioned scenes (their labels give alignment); "
+            f"this run trained on {dataset!r}: sample with difflab generate and score the images yourself"
+        )
+    if getattr(args, "prompt", None):
+        raise ValueError("difflab eval draws the captions of --split itself: drop --prompt")
+    data = get_dataset("scenes", args.split, n=args.n) if args.n <= 1000 else None
+    if data is None:
+        raise ValueError(f"--n {args.n}: a test split of the captioned scenes holds 1,000 captions")
+    conds = [data[i][1] for i in range(args.n)]
+    args.prompt = [c["caption"] for c in conds]
+    return torch.stack([c["labels"] for c in conds])
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """``difflab eval RUN``: sample (or read ``--samples``) and score with ``difflab.eval.evaluate``."""
     try:
@@ -289,6 +315,10 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = stage.config
     s = cfg.sample
     info: dict[str, Any] = {"run": " ".join(map(str, args.run)), "dataset": cfg.data.name}
+    captioned = "caption" in cascade.stages[0].conditions
+    if captioned:
+        scene_labels = _scene_prompts(args, cfg.data.name)
+        info["split"] = args.split
     if args.samples:
         x, labels = load_samples(Path(args.samples))
         info["samples_file"] = str(args.samples)
@@ -300,7 +330,16 @@ def run_eval(args: argparse.Namespace) -> int:
             guidance=s.guidance if args.guidance is None else _one_or_per_stage(args.guidance), seed=args.seed,
             weights=args.weights, sample_seconds=round(time.perf_counter() - t0, 2),
         )  # fmt: skip
-    scores = evaluate(x, cfg.data.name, labels=labels if "class" in cascade.stages[0].conditions else None)
+    if captioned:
+        from .eval.alignment import alignment_rates, scene_fd
+
+        if len(x) != len(scene_labels):
+            raise ValueError(f"{len(x)} samples for the {len(scene_labels)} captions of --split {args.split}")
+        rates = alignment_rates(x, scene_labels)
+        scores = {k: rates[k] for k in ("alignment", "item", "colour", "position")}
+        scores["scene_fd"] = scene_fd(x, args.split)
+    else:
+        scores = evaluate(x, cfg.data.name, labels=labels if "class" in cascade.stages[0].conditions else None)
     result = {**scores, **info}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
