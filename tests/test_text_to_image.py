@@ -135,3 +135,15 @@ def test_eval_scores_a_text_cascade_by_alignment_on_a_split(runs, capsys):
     assert result["scene_fd"] > 0 and {"item", "colour", "position"} <= set(result)
     assert main([*argv, "--prompt", "a bag"]) == 2
     assert "drop --prompt" in capsys.readouterr().err
+
+
+def test_a_caption_stage_distills_into_a_caption_student(runs, tmp_path):
+    from difflab.methods.distill import DistillConfig, distill
+
+    dcfg = DistillConfig(from_steps=4, to_steps=2, updates=2, log_every=0, ckpt_every=0, progress=False,
+                         sample_n=2, threads=1, guidance=3.0)  # fmt: skip
+    result = distill(runs["base"], tmp_path / "student", dcfg, log=lambda s: None)
+    student = difflab.load(result.stages[-1])
+    assert isinstance(student.net, TextConditioned) and student.conditions == ("caption",)
+    x = student.sample(2, prompts=["a red bag at the top left", "a blue coat"], steps=2)
+    assert x.shape == (2, 3, 8, 8) and bool(torch.isfinite(x).all())

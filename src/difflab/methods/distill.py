@@ -255,7 +255,7 @@ class Distillation(ImageDiffusion):
 
         d, b = self.dcfg, x.shape[0]
         teacher: Callable[[Tensor, Tensor, Any], Tensor] = self.teacher_denoiser
-        cond = keep_cond({k: cond[k] for k in self.cfg.data.conditions}) or None
+        cond = keep_cond(self.network_cond(cond, x.device)) or None
         student_cond = dict(cond) if cond is not None else None
         if d.guidance is not None or d.guidance_range is not None:
             w = self._draw_w(b, generator)
@@ -335,11 +335,13 @@ def student_model_config(teacher_meta: dict[str, Any], dcfg: DistillConfig, para
     from ..diffusion import output_channels
 
     m = dict(teacher_meta["model_config"])
-    if (dcfg.guidance is not None or dcfg.guidance_range is not None) and not m.get("num_classes"):
+    conditional = m.get("num_classes") or m.get("token_dim") or m.get("pooled_dim")
+    if (dcfg.guidance is not None or dcfg.guidance_range is not None) and not conditional:
         raise ValueError(
-            "guided distillation needs a class-conditional teacher (trained with data.conditions: [class])"
+            "guided distillation needs a class- or caption-conditional teacher "
+            "(trained with data.conditions: [class] or [caption])"
         )
-    m["cond_drop"] = {}  # the student always sees the label the teacher was guided with
+    m["cond_drop"] = {}  # the student always sees the label / caption the teacher was guided with
     m["guidance_embed"] = bool(m.get("guidance_embed")) or dcfg.guidance_range is not None
     m["out_channels"] = output_channels(parameterization, int(m["in_channels"]))
     return m

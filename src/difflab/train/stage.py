@@ -328,14 +328,20 @@ class ImageDiffusion(Method):
         unet = UNet(model_config)
         return TextConditioned(unet, self.text_encoder()) if "caption" in self.cfg.data.conditions else unet
 
+    def network_cond(self, cond: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """The batch's ``data.conditions`` as the network takes them: captions become token ids
+        (``text``, ``text_mask``) that the network's text encoder embeds; the rest pass unchanged."""
+        cond = {k: cond[k] for k in self.cfg.data.conditions}
+        if "caption" in cond:
+            ids, mask = self.text_encoder().tokenizer(cond.pop("caption"))
+            cond["text"], cond["text_mask"] = ids.to(device), mask.to(device)
+        return cond
+
     def loss(self, net: Any, x: Tensor, cond: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         from ..diffusion import training_loss
 
         d = self.cfg.diffusion
-        cond = {k: cond[k] for k in self.cfg.data.conditions}
-        if "caption" in cond:  # token ids here; the network's encoder embeds them
-            ids, mask = self.text_encoder().tokenizer(cond.pop("caption"))
-            cond["text"], cond["text_mask"] = ids.to(x.device), mask.to(x.device)
+        cond = self.network_cond(cond, x.device)
         if "lowres" in cond and d.lowres_aug > 0:
             level = d.lowres_aug * torch.rand(x.shape[0], generator=generator, device=x.device)
             if d.lowres_aug_clean > 0:
