@@ -180,7 +180,8 @@ def train(recipe: Recipe, seed: int, log_eval: tuple[Tensor, Tensor] | None) -> 
             correct += int((item_logits.argmax(1) == y_item).sum())
             loss_sum += float(loss.detach()) * len(y_item)
             if (i + 1) % 200 == 0:
-                print(f"  epoch {epoch + 1} step {i + 1}/{steps_per_epoch}  ({time.perf_counter() - start:.0f} s)", flush=True)
+                elapsed = time.perf_counter() - start
+                print(f"  epoch {epoch + 1} step {i + 1}/{steps_per_epoch}  ({elapsed:.0f} s)", flush=True)
         line = f"epoch {epoch + 1}/{recipe.epochs}  loss {loss_sum / total:.4f}  train item acc {correct / total:.4f}"
         if log_eval is not None:
             r = evaluate_split(net.eval(), *log_eval)

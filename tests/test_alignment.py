@@ -48,13 +48,14 @@ def test_shipped_classifier_aligns_real_test_scenes(test_scenes) -> None:
     images, labels = test_scenes
     scores = alignment(images, labels)
     assert scores.shape == (N,) and scores.dtype == torch.float32
-    assert float(scores.mean()) >= 0.95
+    assert float(scores.mean()) >= 0.975
     rates = alignment_rates(images, labels)
     assert rates["alignment"] == pytest.approx(float(scores.mean()), abs=1e-6)
-    assert min(rates["item"], rates["colour"], rates["position"]) >= 0.9
+    assert min(rates["item"], rates["colour"], rates["position"]) >= 0.95
     assert rates["n_images"] == N and rates["n_slots"] == int((labels[:, :, 0] >= 0).sum())
     meta = scene_classifier_metadata()
-    assert meta["accuracy"]["test"]["64x64"]["colour"] >= 0.95 and "train_command" in meta
+    assert min(meta["accuracy"]["test"]["64x64"][a] for a in ("item", "colour", "position")) >= 0.95
+    assert "train_command" in meta
 
 
 def test_shuffled_labels_score_far_lower(test_scenes) -> None:
@@ -133,7 +134,7 @@ def test_scene_fd_real_vs_real_far_below_noise() -> None:
 def test_small_inputs_are_upsampled() -> None:
     images, labels = _real("test", 100, size=16)
     scores = alignment(images, labels)
-    assert scores.shape == (100,) and float(scores.mean()) > 0.8
+    assert scores.shape == (100,) and float(scores.mean()) > 0.95
     assert scene_features(images).shape[1] == scene_features(torch.zeros(2, 3, 64, 64)).shape[1]
 
 
