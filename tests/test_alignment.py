@@ -105,9 +105,10 @@ def test_alignment_definition_on_known_predictions() -> None:
     items = torch.tensor([[3, EMPTY, EMPTY, 12], [9, EMPTY, 7, EMPTY], [EMPTY, EMPTY, 0, EMPTY]])
     colours = torch.tensor([[2, -1, -1, 6], [3, -1, 0, -1], [-1, -1, 4, -1]])
     hits = attribute_hits(items, colours, labels)
-    # scene 0: all found but the second colour (5/6); scene 1: item and position (2/3), plus an extra item;
-    # scene 2: nothing at the caption's quadrant (0)
-    assert torch.allclose(hits["alignment"], torch.tensor([5 / 6, 2 / 3, 0.0]))
+    # scene 0: all found but the second colour (5/6); scene 1: the item (1/3): an extra item in quadrant 0
+    # costs the position, and the colour is wrong; scene 2: nothing at the caption's quadrant (0)
+    assert torch.allclose(hits["alignment"], torch.tensor([5 / 6, 1 / 3, 0.0]))
+    assert hits["position"].tolist() == [[True, True], [False, False], [False, False]]
     assert hits["exact"].tolist() == [False, False, False]
     assert attribute_hits(items[:1], torch.tensor([[2, -1, -1, 5]]), labels[:1])["exact"].tolist() == [True]
 
@@ -129,6 +130,8 @@ def test_scene_fd_real_vs_real_far_below_noise() -> None:
     noise = torch.rand(300, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     real = scene_fd(a, b)
     assert real < 0.1 * scene_fd(noise, b)
+    _, labels = _real("test", 300)
+    assert alignment_rates(noise, labels)["position"] < 0.2  # items everywhere: no position for free
 
 
 def test_small_inputs_are_upsampled() -> None:

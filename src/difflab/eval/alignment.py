@@ -351,15 +351,17 @@ def attribute_hits(items: Tensor, colours: Tensor, labels: Any) -> dict[str, Ten
     slot = labels[..., 0] >= 0
     where = labels[..., 2].clamp_min(0)  # (N, 2) quadrant of each slot
     seen_item, seen_colour = items.gather(1, where), colours.gather(1, where)
-    position = slot & (seen_item != EMPTY)
+    occupied = slot & (seen_item != EMPTY)
     item = slot & (seen_item == labels[..., 0])
-    colour = position & (seen_colour == labels[..., 1])
+    colour = occupied & (seen_colour == labels[..., 1])
     want_item = torch.full_like(items, EMPTY)
     want_colour = torch.full_like(colours, -1)
     for s in range(2):
         rows = slot[:, s].nonzero().squeeze(1)
         want_item[rows, where[rows, s]] = labels[rows, s, 0]
         want_colour[rows, where[rows, s]] = labels[rows, s, 1]
+    extra = ((items != EMPTY) & (want_item == EMPTY)).any(1)  # an item where the caption puts none
+    position = occupied & ~extra[:, None]
     exact = ((items == want_item) & (colours == want_colour)).all(1)
     found = (item.sum(1) + colour.sum(1) + position.sum(1)).float()
     return {
@@ -394,11 +396,13 @@ def alignment(images: Tensor, labels: Any, net: SceneClassifier | None = None, b
 
     - *item*: ``I[p] == i``;
     - *colour*: ``I[p] != EMPTY`` and ``C[p] == c`` (a colour needs an item to carry it);
-    - *position*: ``I[p] != EMPTY`` (something is at the caption's position).
+    - *position*: ``I[p] != EMPTY`` and every quadrant the caption does not name is EMPTY (the items
+      are where the caption puts them, and nowhere else: an image full of items everywhere, such as
+      noise, does not get the positions for free).
 
     ``alignment[n] = (attributes found) / (3 * labelled slots)``, so 1/3, 2/3 or 1 for one item and
-    multiples of 1/6 for two. Items in quadrants the caption does not mention are not penalised (see
-    ``exact`` in ``alignment_rates`` for that). Inputs smaller than 64x64 are up-sampled bilinearly.
+    multiples of 1/6 for two. ``exact`` in ``alignment_rates`` also checks the kinds and colours of
+    every quadrant. Inputs smaller than 64x64 are up-sampled bilinearly.
     """
     labels = check_labels(labels, images.shape[0] if isinstance(images, Tensor) else None)
     items, colours = predict_scene(images, net, batch_size)
@@ -481,12 +485,13 @@ def scene_fd(
     """Frechet distance (``frechet_distance``) between samples and real scenes in the classifier's features.
 
     ``reference`` is either real images (M, 3, S, S) in [-1, 1] or a split name of ``CaptionedScenes``
-    (all its 64x64 images; features cached per process). Like FID it is biased upward at small
-    sample counts: compare runs with equal counts, or with the FD of as many real images.
+    (all its images at the samples' size, so a 16x16 base stage meets 16x16 real scenes; features
+    cached per process). Like FID it is biased upward at small sample counts: compare runs with
+    equal counts, or with the FD of as many real images.
     """
     fake = scene_features(samples, net, batch_size)
     if isinstance(reference, str):
-        ref = scene_reference_features(reference, net=net)
+        ref = scene_reference_features(reference, size=int(samples.shape[-1]), net=net)
     else:
         ref = scene_features(reference, net, batch_size)
     return frechet_distance(ref, fake)
