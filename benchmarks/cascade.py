@@ -235,15 +235,18 @@ def render_cascade(data: dict) -> str:
         for name, steps in dict.fromkeys((r["variant"], r.get("base_steps", 25)) for r in variants):
             rows = [r for r in variants if r["variant"] == name and r.get("base_steps", 25) == steps]
             cells: list[object] = [f"`{name}`", steps, rows[0]["lowres_aug"], rows[0]["lowres_aug_clean"]]
-            cells.append(rows[0]["updates"])
+            cells += [rows[0]["updates"], len({r["seed"] for r in rows})]
             for level in levels:
                 fds = [r["fd"] for r in rows if r["sample_aug"] == level]
                 sd = statistics.stdev(fds) if len(fds) > 1 else 0.0
                 cells.append(f"{statistics.mean(fds):.3f} +- {sd:.3f}" if fds else "-")
             body.append(cells)
-        header = ["run", "base steps", "lowres_aug", "clean share", "updates", *[f"FD at aug {lv}" for lv in levels]]
+        header = ["run", "base steps", "lowres_aug", "clean share", "updates", "seeds"]
+        header += [f"FD at aug {lv}" for lv in levels]
         out.append(table(header, body))
-        out += ["", "Commands: " + "; ".join(f"`{c}`" for c in data.get("variant_commands", {}).values())]
+        trained = data.get("variant_train_commands", {})
+        out += ["", "Trained by " + "; ".join(f"`{c}`" for c in trained.values())] if trained else []
+        out += ["", "Scored by " + "; ".join(f"`{c}`" for c in data.get("variant_commands", {}).values())]
     return "\n".join(out)
 
 
