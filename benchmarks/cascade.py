@@ -227,8 +227,9 @@ def render_cascade(data: dict) -> str:
     if variants:
         out += [
             "",
-            "Other super-resolution stages, fed with the same base samples (training augmentation level uniform "
-            "in [0, lowres_aug] of t, a fraction lowres_aug_clean of each batch left clean):",
+            "Other super-resolution stages and base samplers (training augmentation level uniform in "
+            "[0, lowres_aug] of t, a fraction lowres_aug_clean of each batch left clean; `sr-aug` and "
+            "`sr-noaug` are the two stages above, here fed with the base stage sampled in fewer DDIM steps):",
             "",
         ]
         body = []

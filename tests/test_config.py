@@ -143,7 +143,8 @@ def test_every_shipped_recipe_is_accepted_by_its_method(path):
     if method.model_config_class is not None:
         from_dict(method.model_config_class, cfg.model, "model")
     else:
-        resolve_model_config(cfg, 1, 10, 1)
+        text = method.text_encoder() if "caption" in cfg.data.conditions else None
+        resolve_model_config(cfg, 3, 10, 3, text)
     assert cfg.method == method.name
 
 

@@ -55,6 +55,8 @@ def resolve_model_config(
         fixed["num_classes"] = int(num_classes)
         droppable.append("class")
     if "caption" in cfg.data.conditions:
+        if text is None:
+            raise ValueError("data.conditions has 'caption': pass the stage's text encoder (text=) to size the U-Net")
         fixed["token_dim"], fixed["pooled_dim"] = int(text.token_dim), int(text.pooled_dim)
         droppable += ["tokens", "pooled"]
     if droppable:
