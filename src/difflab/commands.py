@@ -370,7 +370,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     prompts = list(args.prompt)
     per_prompt = args.n
-    args.run, args.labels = args.cascade, None
+    args.run = args.cascade
     args.prompt = [p for p in prompts for _ in range(per_prompt)]
     cascade, _ = _stages(args)
     if not any("caption" in stage.conditions for stage in cascade.stages):
