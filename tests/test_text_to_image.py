@@ -107,7 +107,7 @@ def test_a_text_cascade_samples_every_stage_with_the_prompts(runs):
     t2i = Cascade.from_runs([runs["base"], runs["sr"]])
     images = t2i(["a red bag at the top left", "a white coat"], n=2, steps=2, seed=5)
     assert images.shape == (4, 3, 16, 16)
-    alone = t2i(["a white coat"], n=2, steps=2, seed=5)  # same seed: prompt-major order, per-sample noise
+    alone = t2i(["a white coat"], n=2, steps=2, seed=5)  # n images per prompt
     assert alone.shape == (2, 3, 16, 16)
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .base import DatasetInfo, ImageDataset, SkipCounter, from_levels
-from .folder import _check_image, _to_mode, _walk, image_extensions
+from .folder import _check_image, _to_mode, _walk, image_extensions, load_first_readable
 
 CSV_NAME = "captions.csv"
 _HOW_TO = (
@@ -154,20 +154,7 @@ class CaptionFolder(ImageDataset):
         return len(self.files)
 
     def _index(self, index: int) -> tuple[Tensor, int]:
-        n = len(self.files)
-        for attempt in range(n):
-            i = (index + attempt) % n
-            try:
-                return self._load(self.files[i]), i
-            except Exception as e:  # any decoder failure means "corrupt file"
-                reason = f"{type(e).__name__}: {e}"
-                self._skips.add(str(self.files[i]), reason)
-                self._skips.warn_once(
-                    "load",
-                    f"cannot decode {self.files[i]} ({reason}); using the next image instead "
-                    "(later failures are only counted in .skipped)",
-                )
-        raise RuntimeError(f"caption-folder {self.root}: no image could be decoded")
+        return load_first_readable(self.files, index, self._load, self._skips, f"caption-folder {self.root}")
 
     def get_levels(self, index: int) -> tuple[Tensor, int]:
         """(uint8 levels (C, size, size), 0): captioned images have no class label."""

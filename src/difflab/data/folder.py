@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +54,27 @@ def _walk(folder: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
     return out
+
+
+def load_first_readable(
+    files: list[Path], index: int, load: Callable[[Path], Tensor], skips: SkipCounter, what: str
+) -> tuple[Tensor, int]:
+    """``(load(files[i]), i)`` for the first ``i`` from ``index`` on (cyclically) whose file decodes; each
+    failure is counted in ``skips`` (one warning), so a file that went bad after the scan costs one item."""
+    n = len(files)
+    for attempt in range(n):
+        i = (index + attempt) % n
+        try:
+            return load(files[i]), i
+        except Exception as e:  # any decoder failure means "corrupt file"
+            reason = f"{type(e).__name__}: {e}"
+            skips.add(str(files[i]), reason)
+            skips.warn_once(
+                "load",
+                f"cannot decode {files[i]} ({reason}); using the next image instead "
+                "(later failures are only counted in .skipped)",
+            )
+    raise RuntimeError(f"{what}: no image could be decoded")
 
 
 class ImageFolder(ImageDataset):
@@ -159,20 +181,8 @@ class ImageFolder(ImageDataset):
         return len(self.files)
 
     def get_levels(self, index: int) -> tuple[Tensor, int]:
-        n = len(self.files)
-        for attempt in range(n):
-            i = (index + attempt) % n
-            try:
-                return self._load(self.files[i]), self.targets[i]
-            except Exception as e:  # any decoder failure means "corrupt file"
-                reason = f"{type(e).__name__}: {e}"
-                self._skips.add(str(self.files[i]), reason)
-                self._skips.warn_once(
-                    "load",
-                    f"cannot decode {self.files[i]} ({reason}); using the next image instead "
-                    "(later failures are only counted in .skipped)",
-                )
-        raise RuntimeError(f"image-folder {self.root}: no image could be decoded")
+        k, i = load_first_readable(self.files, index, self._load, self._skips, f"image-folder {self.root}")
+        return k, self.targets[i]
 
     def _load(self, path: Path) -> Tensor:
         from PIL import Image

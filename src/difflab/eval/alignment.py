@@ -27,7 +27,6 @@ JSON metadata (config, accuracies, training command, date, sha256); loading neve
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -40,10 +39,11 @@ from torch import Tensor, nn
 
 from difflab.data.scenes import COLOURS, ITEMS, POSITIONS
 
-from .featurenet import FeatureNet, FeatureNetConfig, save_feature_net, sha256_file, weight_paths
+from .featurenet import FeatureNet, FeatureNetConfig, load_checked_weights, read_weights_metadata, save_feature_net
 from .metrics import frechet_distance
 
 SCENE_CLASSIFIER = "scenes-attributes"  # the shipped weights: weights/scenes-attributes.{safetensors,json}
+_SCRIPT = "scripts/train_scene_classifier.py"
 EMPTY = len(ITEMS)  # the item class of a quadrant without an item
 ATTRIBUTES = ("item", "colour", "position")
 _GRID = 2  # quadrants per side
@@ -203,43 +203,14 @@ def save_scene_classifier(
 
 def scene_classifier_metadata(weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The JSON metadata of the scene classifier (config, accuracies, training command, date, sha256)."""
-    w_path, j_path = weight_paths(SCENE_CLASSIFIER, weights_dir)
-    for p in (j_path, w_path):
-        if not p.is_file():
-            raise FileNotFoundError(
-                f"scene classifier file {p} is missing: reinstall difflab, or run "
-                "`python scripts/train_scene_classifier.py`"
-            )
-    try:
-        meta = json.loads(j_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"corrupt scene classifier metadata {j_path}: {e}; reinstall difflab") from None
-    if not isinstance(meta, dict) or "config" not in meta or "sha256" not in meta:
-        raise ValueError(f"corrupt scene classifier metadata {j_path}: 'config' or 'sha256' missing")
-    return meta
+    return read_weights_metadata(SCENE_CLASSIFIER, weights_dir, "scene classifier", _SCRIPT)
 
 
 def _load(weights_dir: str | None, device: str) -> SceneClassifier:
     meta = scene_classifier_metadata(weights_dir)
-    w_path, _ = weight_paths(SCENE_CLASSIFIER, weights_dir)
-    digest = sha256_file(w_path)
-    if digest != meta["sha256"]:
-        raise ValueError(
-            f"corrupt scene classifier weights {w_path}: sha256 {digest[:12]}... does not match the recorded "
-            f"{str(meta['sha256'])[:12]}...; reinstall difflab or rerun scripts/train_scene_classifier.py"
-        )
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(w_path))
-    except Exception as e:  # safetensors raises its own error types
-        raise ValueError(f"corrupt scene classifier weights {w_path}: {e}") from None
     net = SceneClassifier(SceneClassifierConfig.from_dict(meta["config"]))
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"scene classifier weights {w_path} do not fit its config: {e}") from None
-    return net.eval().to(device)
+    load_checked_weights(net, SCENE_CLASSIFIER, weights_dir, meta, "scene classifier", _SCRIPT)
+    return net.to(device)
 
 
 @functools.cache

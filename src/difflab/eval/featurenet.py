@@ -153,23 +153,54 @@ def save_feature_net(
     return w_path, j_path
 
 
+def read_weights_metadata(
+    name: str, weights_dir: str | os.PathLike[str] | None, what: str, script: str
+) -> dict[str, Any]:
+    """The JSON metadata of the shipped network ``name`` (``what``, e.g. "feature net", names it in
+    errors; ``script`` is the command that retrains it): missing files, unreadable JSON and
+    metadata without ``config`` / ``sha256`` are one-line errors naming the file."""
+    w_path, j_path = weight_paths(name, weights_dir)
+    for p in (j_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{what} file {p} is missing: reinstall difflab, or run `python {script}`")
+    try:
+        meta = json.loads(j_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"corrupt {what} metadata {j_path}: {e}; reinstall difflab") from None
+    if not isinstance(meta, dict) or "config" not in meta or "sha256" not in meta:
+        raise ValueError(f"corrupt {what} metadata {j_path}: 'config' or 'sha256' missing; reinstall difflab")
+    return meta
+
+
+def load_checked_weights(
+    net: nn.Module, name: str, weights_dir: str | os.PathLike[str] | None, meta: dict[str, Any], what: str, script: str
+) -> nn.Module:
+    """Fill ``net`` with the weights of ``name`` after checking their sha256 against ``meta``; eval mode."""
+    w_path, _ = weight_paths(name, weights_dir)
+    digest = sha256_file(w_path)
+    if digest != meta["sha256"]:
+        raise ValueError(
+            f"corrupt {what} weights {w_path}: sha256 {digest[:12]}... does not match the recorded "
+            f"{str(meta['sha256'])[:12]}...; reinstall difflab or rerun {script}"
+        )
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(w_path))
+    except Exception as e:  # safetensors raises its own error types
+        raise ValueError(f"corrupt {what} weights {w_path}: {e}") from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{what} weights {w_path} do not fit its config: {e}") from None
+    return net.eval()
+
+
 def feature_net_metadata(name: str, weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The JSON metadata of feature net ``name`` (config, test accuracy, training command, date, sha256)."""
     if weights_dir is None and name not in FEATURE_NETS:
         raise ValueError(f"unknown feature net {name!r}; valid names: {', '.join(FEATURE_NETS)}")
-    w_path, j_path = weight_paths(name, weights_dir)
-    for p in (j_path, w_path):
-        if not p.is_file():
-            raise FileNotFoundError(
-                f"feature net file {p} is missing: reinstall difflab, or run `python scripts/train_feature_nets.py`"
-            )
-    try:
-        meta = json.loads(j_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"corrupt feature net metadata {j_path}: {e}; reinstall difflab") from None
-    if not isinstance(meta, dict) or "config" not in meta or "sha256" not in meta:
-        raise ValueError(f"corrupt feature net metadata {j_path}: 'config' or 'sha256' missing; reinstall difflab")
-    return meta
+    return read_weights_metadata(name, weights_dir, "feature net", "scripts/train_feature_nets.py")
 
 
 def load_feature_net(
@@ -181,25 +212,9 @@ def load_feature_net(
     corrupt one (sha256 mismatch, unreadable tensors) a ValueError; both name the file.
     """
     meta = feature_net_metadata(name, weights_dir)
-    w_path, _ = weight_paths(name, weights_dir)
-    digest = sha256_file(w_path)
-    if digest != meta["sha256"]:
-        raise ValueError(
-            f"corrupt feature net weights {w_path}: sha256 {digest[:12]}... does not match the recorded "
-            f"{str(meta['sha256'])[:12]}...; reinstall difflab or rerun scripts/train_feature_nets.py"
-        )
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(w_path))
-    except Exception as e:  # safetensors raises its own error types
-        raise ValueError(f"corrupt feature net weights {w_path}: {e}") from None
     net = FeatureNet(FeatureNetConfig.from_dict(meta["config"]))
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"feature net weights {w_path} do not fit its config: {e}") from None
-    return net.eval().to(device)
+    load_checked_weights(net, name, weights_dir, meta, "feature net", "scripts/train_feature_nets.py")
+    return net.to(device)
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import from_dict, to_dict
-from .text import ScratchTextEncoder, TextEncoder, _Unregistered, get_text_encoder
+from .text import HoldsTextEncoder, ScratchTextEncoder, TextEncoder, get_text_encoder
 
 TEXT_TOWERS = ("scratch", "minilm")
 POOLS = ("attention", "mean")
@@ -190,7 +190,7 @@ class ImageTower(nn.Module):
         return self.pool(h) if self.pool is not None else h.mean(dim=(2, 3))
 
 
-class CLIP(nn.Module):
+class CLIP(HoldsTextEncoder):
     """Image and text towers projected into one L2-normalised space (see the module doc).
 
     ``CLIP(config)`` takes a :class:`CLIPConfig` or its dict. ``forward(x, ids, mask)`` returns the
@@ -205,13 +205,11 @@ class CLIP(nn.Module):
         self.config = c
         self.image_tower = ImageTower(c)
         self.image_projection = nn.Linear(self.image_tower.out_dim, c.embed_dim, bias=False)
-        self._frozen: _Unregistered | None = None
         if c.text == "scratch":
             encoder: TextEncoder = ScratchTextEncoder(c.text_dim, c.text_layers, c.text_heads, c.max_tokens)
-            self.text_encoder = encoder
         else:
             encoder = get_text_encoder({"kind": "minilm", "max_tokens": c.max_tokens})
-            self._frozen = _Unregistered(encoder)
+        self.hold_text_encoder(encoder)
         self.text_projection = nn.Linear(encoder.pooled_dim, c.embed_dim, bias=False)
         nn.init.normal_(self.image_projection.weight, std=self.image_tower.out_dim**-0.5)
         nn.init.normal_(self.text_projection.weight, std=encoder.pooled_dim**-0.5)
@@ -221,7 +219,7 @@ class CLIP(nn.Module):
     @property
     def text_tower(self) -> TextEncoder:
         """The text encoder: a trained :class:`~.text.ScratchTextEncoder`, or the frozen MiniLM."""
-        return self._frozen.module if self._frozen is not None else self.text_encoder
+        return self.held_text_encoder
 
     @property
     def tokenizer(self) -> Any:
@@ -230,12 +228,6 @@ class CLIP(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.logit_scale.device
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> CLIP:
-        super()._apply(fn, *args, **kwargs)
-        if self._frozen is not None:  # outside the module tree: move it here
-            self._frozen.module._apply(fn, *args, **kwargs)
-        return self
 
     def scale(self) -> Tensor:
         """The logit scale ``exp(logit_scale)``, clamped at ``max_logit_scale`` (CLIP: 100)."""

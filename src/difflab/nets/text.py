@@ -133,19 +133,21 @@ class Tokenizer:
                 raise ValueError(
                     f"empty prompt at position {i}: {c!r}; give every caption text (null_cond gives the unconditional)"
                 )
-        lengths = [len(ids) for ids in self.hf(captions, truncation=False, verbose=False)["input_ids"]]
-        cut = sum(n > self.max_tokens for n in lengths)
-        if cut and not self._warned:
-            self._warned = True
-            warnings.warn(
-                PromptTruncatedWarning(
-                    f"{cut} of {len(captions)} prompt(s) have more than max_tokens={self.max_tokens} tokens "
-                    f"(longest: {max(lengths)}) and were truncated; raise max_tokens to keep them whole "
-                    "(later truncations by this tokenizer are not reported)"
-                ),
-                stacklevel=2,
-            )
         enc = self.hf(captions, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt")
+        full = [c for c, m in zip(captions, enc["attention_mask"], strict=True) if bool(m[-1])]
+        if full and not self._warned:  # only captions that fill every position can have been cut
+            lengths = [len(ids) for ids in self.hf(full, truncation=False, verbose=False)["input_ids"]]
+            cut = sum(n > self.max_tokens for n in lengths)
+            if cut:
+                self._warned = True
+                warnings.warn(
+                    PromptTruncatedWarning(
+                        f"{cut} of {len(captions)} prompt(s) have more than max_tokens={self.max_tokens} tokens "
+                        f"(longest: {max(lengths)}) and were truncated; raise max_tokens to keep them whole "
+                        "(later truncations by this tokenizer are not reported)"
+                    ),
+                    stacklevel=2,
+                )
         return enc["input_ids"].long(), enc["attention_mask"].bool()
 
 
@@ -414,7 +416,31 @@ class _Unregistered:
         return self
 
 
-class TextConditioned(nn.Module):
+class HoldsTextEncoder(nn.Module):
+    """A module that owns a text encoder (:class:`TextConditioned`, the CLIP model): a trainable one
+    is the submodule ``text_encoder`` (optimised, in the state dict); a frozen one is held outside
+    the module tree (rebuilt from its package or path, so not in ``parameters()`` / ``state_dict()``,
+    shared by EMA copies) and still moved by ``to()`` / ``cuda()``."""
+
+    def hold_text_encoder(self, encoder: TextEncoder) -> None:
+        self._frozen: _Unregistered | None = None
+        if encoder.trainable:
+            self.text_encoder = encoder
+        else:
+            self._frozen = _Unregistered(encoder)
+
+    @property
+    def held_text_encoder(self) -> TextEncoder:
+        return self._frozen.module if self._frozen is not None else self.text_encoder
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> HoldsTextEncoder:
+        super()._apply(fn, *args, **kwargs)
+        if getattr(self, "_frozen", None) is not None:  # outside the module tree: move it here
+            self._frozen.module._apply(fn, *args, **kwargs)
+        return self
+
+
+class TextConditioned(HoldsTextEncoder):
     """A U-Net whose cond holds token ids: ``TextConditioned(unet, encoder)(z, lam, cond)``.
 
     ``cond`` may hold "text" (B, L) long ids, "text_mask" (B, L) bool (default: ids != pad
@@ -445,26 +471,16 @@ class TextConditioned(nn.Module):
         if param is not None:
             encoder.to(param.device)
         self.unet = unet
-        self._frozen: _Unregistered | None = None
-        if encoder.trainable:
-            self.text_encoder = encoder
-        else:
-            self._frozen = _Unregistered(encoder)
+        self.hold_text_encoder(encoder)
 
     @property
     def encoder(self) -> TextEncoder:
-        return self._frozen.module if self._frozen is not None else self.text_encoder
+        return self.held_text_encoder
 
     @property
     def config(self) -> Any:
         """The U-Net's config (``net.config.num_classes`` etc. read through the wrapper)."""
         return self.unet.config
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> TextConditioned:
-        super()._apply(fn, *args, **kwargs)
-        if self._frozen is not None:  # outside the module tree: move it here
-            self._frozen.module._apply(fn, *args, **kwargs)
-        return self
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Parameters in ``parameters()``: the U-Net's and a trainable encoder's."""
