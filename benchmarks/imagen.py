@@ -3,17 +3,17 @@ noise-conditioning augmentation.
 
 Two steps (each prints what it does; ``eval`` writes docs/results/imagen.json)::
 
-    python benchmarks/imagen.py train [--base-minutes 40 --sr-minutes 60]
+    python benchmarks/imagen.py train [--minutes 80]
     python benchmarks/imagen.py eval  [--n 64 --per-caption 4]
 
-``train`` runs ``difflab train`` under ``RUNS`` (default runs/imagen), two process streams of one
-thread each, side by side: the three 16x16 base stages of configs/imagen-base.yaml that differ only
-in ``text.encoder`` (minilm: the frozen pretrained all-MiniLM-L6-v2; clip: the frozen text tower of
-the CLIP run ``--clip`` (trained by configs/clip-scenes.yaml first when missing); scratch: a small
-transformer trained with the diffusion model), each for ``--base-minutes`` (equal diffusion-training
-time), and the 16 -> 64 super-resolution stage of configs/imagen-sr.yaml with noise-conditioning
-augmentation for ``--sr-minutes``, then the same stage without it for as many updates. Every run
-resumes from its checkpoint when the command is repeated.
+``train`` runs ``difflab train`` under ``RUNS`` (default runs/imagen), five runs of one thread each,
+side by side for ``--minutes`` of wall time (equal shares of the machine): the three 16x16 base
+stages of configs/imagen-base.yaml that differ only in ``text.encoder`` (minilm: the frozen
+pretrained all-MiniLM-L6-v2; clip: the frozen text tower of the CLIP run ``--clip``, trained by
+configs/clip-scenes.yaml first when missing; scratch: a small transformer trained with the diffusion
+model), and the 16 -> 64 super-resolution stage of configs/imagen-sr.yaml with noise-conditioning
+augmentation and without it (``diffusion.lowres_aug=0``). Every run resumes from its checkpoint
+when the command is repeated (each repeat adds ``--minutes``).
 
 ``eval`` draws ``--per-caption`` samples for each of the first ``--n`` captions of a split and scores
 the 64x64 cascade output with the shipped scene classifier (difflab.eval.alignment): alignment (the
@@ -87,24 +87,17 @@ def train(args: argparse.Namespace) -> None:
     clip = Path(args.clip)
     if not (clip / "text_encoder.safetensors").is_file():
         _wait(_train("configs/clip-scenes.yaml", clip))
-    base_s, sr_s = args.base_minutes * 60, args.sr_minutes * 60
-    limit = ["--time-limit", str(base_s)]
-    encoders = {
-        "minilm": [], "clip": ["text.encoder=clip", f"text.path={clip.resolve()}"], "scratch": ["text.encoder=scratch"]
-    }  # fmt: skip
-    # stream 1: minilm base, then the super-resolution stage with augmentation; stream 2: clip, scratch
-    first = _train("configs/imagen-base.yaml", runs / "base-minilm", *limit, "train.steps=1000000")
-    second = _train("configs/imagen-base.yaml", runs / "base-clip", *limit, "train.steps=1000000", *encoders["clip"])
-    _wait(first)
-    first = _train("configs/imagen-sr.yaml", runs / "sr-aug", "--time-limit", str(sr_s), "train.steps=1000000")
-    _wait(second)
-    second = _train(
-        "configs/imagen-base.yaml", runs / "base-scratch", *limit, "train.steps=1000000", *encoders["scratch"]
-    )
-    _wait(first)
-    steps = _summary(runs / "sr-aug")["step"]
-    noaug = _train("configs/imagen-sr.yaml", runs / "sr-noaug", "diffusion.lowres_aug=0", f"train.steps={steps}")
-    _wait(second, noaug)
+    limit = ["--time-limit", str(args.minutes * 60), "train.steps=1000000"]
+    options = {
+        "base-minilm": ("configs/imagen-base.yaml", []),
+        "base-clip": ("configs/imagen-base.yaml", ["text.encoder=clip", f"text.path={clip.resolve()}"]),
+        "base-scratch": ("configs/imagen-base.yaml", ["text.encoder=scratch"]),
+        "sr-aug": ("configs/imagen-sr.yaml", []),
+        "sr-noaug": ("configs/imagen-sr.yaml", ["diffusion.lowres_aug=0"]),
+    }
+    # all five side by side for the same wall time: equal shares of the machine, so the three base
+    # stages get equal diffusion-training time and the two super-resolution stages about equal updates
+    _wait(*(_train(config, runs / name, *limit, *extra) for name, (config, extra) in options.items()))
     for name in (*(f"base-{e}" for e in ENCODERS), "sr-aug", "sr-noaug"):
         s = _summary(runs / name)
         print(f"{name:>12}: {s['step']} updates in {_seconds(runs / name):.0f} s ({s['status']})")
@@ -269,8 +262,7 @@ def main() -> None:
     p.add_argument("what", choices=("train", "eval"))
     p.add_argument("--runs", default="runs/imagen", help="folder of the runs (default: %(default)s)")
     p.add_argument("--clip", default="runs/clip-scenes", help="CLIP run of the clip encoder (default: %(default)s)")
-    p.add_argument("--base-minutes", type=float, default=40.0)
-    p.add_argument("--sr-minutes", type=float, default=60.0)
+    p.add_argument("--minutes", type=float, default=80.0, help="wall time of each training run (default: %(default)s)")
     p.add_argument("--n", type=int, default=64, help="captions per score")
     p.add_argument("--per-caption", type=int, default=4, help="samples per caption")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 8.0, 12.0])

@@ -9,3 +9,7 @@ torch's intra-op thread pool then spends more time waiting for a busy core than 
 import torch
 
 torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fuzz: a seeded fuzz test of about a minute (deselect with -m 'not fuzz')")

@@ -1,10 +1,16 @@
 """The ARDM lossless codec: exact round trips, size against the NLL, bad input (difflab.methods.ardm.codec)."""
 
+import re
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
 
 from difflab.methods.ardm.codec import (
+    _FIELDS,
+    _HEAD,
     CodecError,
     _pack,
     _rice_decode,
@@ -151,3 +157,152 @@ def test_payload_packing_drops_only_the_top_words_zero_bytes(top):
     top_bytes = (int(top).bit_length() + 7) // 8 if top else 4  # a zero top word is kept whole
     assert len(raw) == 8 + top_bytes
     assert np.array_equal(_unpack(_pack(words[:0])), words[:0])
+
+
+def _rewrite(data: bytes, **fields) -> bytes:
+    """``data`` with header ``fields`` replaced and both checksums recomputed, so that they pass."""
+    values = dict(zip(_FIELDS, _HEAD.unpack_from(data), strict=True))
+    values.update(fields)
+    return _with_checksums(_HEAD.pack(*values.values()) + data[_HEAD.size :])
+
+
+def _with_checksums(data: bytes) -> bytes:
+    """``data`` with the header checksum and the file checksum recomputed (if it is long enough to hold them)."""
+    if len(data) < _HEAD.size + 8:
+        return data
+    head = data[: _HEAD.size] + struct.pack("<I", zlib.crc32(data[: _HEAD.size]))
+    body = head + data[_HEAD.size + 4 : -4]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_changed_header_fields_are_named_before_decoding():
+    m = model()
+    x = images(3)
+    data = compress(m, x, seed=4, group=2)
+    assert torch.equal(decompress(m, _rewrite(data)), x)  # the helper itself changes nothing
+    cases = {
+        "header field group is 0": {"group": 0},
+        "header field plan is 7": {"plan": 7},
+        "header field budget is 5: the full plan": {"budget": 5},
+        "header field budget is 0: plan uniform": {"plan": 2},
+        "header field bits is 3": {"bits": 3},
+        "header field height is 7": {"height": 7},
+        "header field levels is 16": {"levels": 16},
+        "header field channels is 0": {"channels": 0},
+        "header field count is 100000": {"count": 100_000},
+        "plan dp and budget 3 give no plan": {"plan": 1, "budget": 3},  # no per-step losses in this model
+        "different model": {"fingerprint": bytes(16)},
+    }
+    for needle, fields in cases.items():
+        with pytest.raises(CodecError) as e:
+            decompress(m, _rewrite(data, **fields))
+        assert needle in str(e.value) and "device" not in str(e.value), (fields, str(e.value))
+    # fields that only decoding can check: the message names them beside the device
+    for fields in ({"seed": 5}, {"pixels_crc": 1}, {"count": 2}):
+        with pytest.raises(CodecError, match="seed|unexpected bytes") as e:
+            decompress(m, _rewrite(data, **fields))
+        assert "\n" not in str(e.value)
+
+
+def test_one_bit_images_keep_their_bits_and_other_depths_are_refused():
+    m = model()
+    x = images(3, levels=2)
+    data = compress(m, x, bits=1)
+    assert read_header(data)["bits"] == 1 and torch.equal(decompress(m, data), x)
+    assert read_header(compress(m, x))["bits"] == 8
+    with pytest.raises(ValueError, match="1-bit images hold levels 0 and 1 only, got 16"):
+        compress(m, images(3), bits=1)
+    with pytest.raises(ValueError, match="bits must be 1 or 8"):
+        compress(m, x, bits=16)
+    with pytest.raises(CodecError, match="header field bits is 1, but the images hold levels up to 16"):
+        decompress(m, _rewrite(compress(m, images(3)), bits=1))
+    rgb = model(shape=(3, 4, 4), levels=2)
+    with pytest.raises(ValueError, match="1-bit images have one channel, the model codes 3"):
+        compress(rgb, images(2, shape=(3, 4, 4), levels=2), bits=1)
+    with pytest.raises(CodecError, match="header field bits is 1: 1-bit images have one channel, the header says 3"):
+        decompress(rgb, _rewrite(compress(rgb, images(2, shape=(3, 4, 4), levels=2)), bits=1))
+
+
+@pytest.mark.parametrize(
+    "kw,needle",
+    [({"seed": 2**32}, "seed must be in 0..4294967295"), ({"seed": -1}, "seed must be"),
+     ({"group": 0}, "group must be in 1..65535"), ({"group": 2**16}, "group must be"),
+     ({"plan": "uniform", "budget": 2**32}, "budget must be in 1..")],
+)  # fmt: skip
+def test_values_that_do_not_fit_the_header_are_one_line_errors(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        compress(model(), images(2), **kw)
+
+
+N_FUZZ = 1200  # about a minute on the 2-core dev machine under load
+
+
+@pytest.mark.fuzz
+def test_fuzzed_files_are_rejected_or_decode_exactly():
+    """Over a thousand seeded mutations of a small file (bit flips, truncations, insertions and deletions,
+    half of them behind recomputed checksums; header fields and payload bytes changed, all behind
+    recomputed checksums): every one either decodes to the original pixels or is a one-line
+    CodecError, never another exception and never other pixels."""
+    m = model(shape=(1, 4, 4))
+    x = images(3, shape=(1, 4, 4))
+    data = compress(m, x, seed=9, group=2)
+    rng = np.random.default_rng(2024)
+    originals = dict(zip(_FIELDS, _HEAD.unpack_from(data), strict=True))
+    widths = {"version": 8, "plan": 8, "budget": 32, "channels": 8, "height": 16, "width": 16, "levels": 16,
+              "bits": 8, "seed": 32, "group": 16, "count": 32, "pixels_crc": 32}  # fmt: skip
+
+    def mutate() -> tuple[str, bytes]:
+        buf = bytearray(data)
+        kind = rng.choice(["flip", "truncate", "insert", "delete", "field", "field", "body"])
+        if kind == "flip":
+            for pos in rng.integers(0, len(buf), rng.integers(1, 4)):
+                buf[pos] ^= 1 << int(rng.integers(0, 8))
+        elif kind == "truncate":
+            buf = buf[: int(rng.integers(0, len(buf)))]
+        elif kind == "insert":
+            pos = int(rng.integers(0, len(buf) + 1))
+            buf[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+        elif kind == "delete":
+            pos = int(rng.integers(0, len(buf)))
+            del buf[pos : pos + int(rng.integers(1, 9))]
+        elif kind == "body":  # the length table and payloads, behind valid checksums
+            pos = int(rng.integers(_HEAD.size + 4, len(buf) - 4))
+            if rng.random() < 0.5:
+                buf[pos] = int(rng.integers(0, 256))
+            else:  # zero bytes, e.g. a whole rANS word
+                end = min(pos + int(rng.integers(1, 5)), len(buf) - 4)
+                buf[pos:end] = bytes(end - pos)
+            return kind, _with_checksums(bytes(buf))
+        else:
+            name = str(rng.choice([*widths, "fingerprint"]))
+            if name == "fingerprint":
+                value = rng.integers(0, 256, 16, dtype=np.uint8).tobytes()
+            else:
+                top = 2 ** widths[name] - 1
+                value = int(rng.choice([0, 1, 2, 3, top, originals[name] + 1, max(originals[name] - 1, 0)]))
+                value = min(value, top) if rng.random() < 0.7 else int(rng.integers(0, top + 1))
+            return f"{kind} {name}={value!r}", _rewrite(data, **{name: value})
+        out = bytes(buf)
+        return kind, _with_checksums(out) if rng.random() < 0.5 else out
+
+    failures, outcomes, fields = [], {"decoded": 0, "rejected": 0}, set()
+    for _ in range(N_FUZZ):
+        what, bad = mutate()
+        try:
+            y = decompress(m, bad)
+        except CodecError as e:
+            outcomes["rejected"] += 1
+            fields.update(re.findall(r"header field (\w+)", str(e)))
+            if not str(e) or "\n" in str(e):
+                failures.append(f"{what}: CodecError without a one-line message: {e!r}")
+        except Exception as e:  # noqa: BLE001 (any other exception is the failure this test looks for)
+            failures.append(f"{what}: {type(e).__name__}: {e}")
+        else:
+            outcomes["decoded"] += 1
+            if not torch.equal(y, x):
+                failures.append(f"{what}: decoded into other pixels")
+            if read_header(bad)["bits"] == 1:  # would be written as 1-bit PNGs
+                failures.append(f"{what}: decoded as 1-bit images")
+    assert not failures, f"{len(failures)} of {N_FUZZ} mutations: " + "; ".join(failures[:5])
+    assert outcomes["rejected"] > 0.9 * N_FUZZ and outcomes["decoded"] >= 1, outcomes  # unchanged fields decode
+    assert len(fields) >= 6, fields  # the header mutations reach the checks of many fields

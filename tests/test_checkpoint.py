@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 
 import pytest
 import torch
@@ -43,11 +46,11 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     real = ck.save_weights
     calls = []
 
-    def crash_on_ema(state, path):
+    def crash_on_ema(state, path, *rest):
         calls.append(path.name)
         if path.name == "ema.safetensors":
             raise OSError("disk full")
-        real(state, path)
+        real(state, path, *rest)
 
     monkeypatch.setattr(ck, "save_weights", crash_on_ema)
     with pytest.raises(OSError, match="disk full"):
@@ -113,3 +116,103 @@ def test_load_into_names_the_source_on_mismatch():
         load_into(net, {**good, "weight": torch.zeros(2, 4)}, "x.safetensors")
     with pytest.raises(CheckpointError, match=r"1 missing \(e.g. bias\); 1 unexpected \(e.g. extra\)"):
         load_into(net, {"weight": good["weight"], "extra": torch.zeros(1)}, "x.safetensors")
+
+
+# -- a writer replacing the checkpoint while readers load it ---------------------------------
+def _save_step(path, step: int):
+    """A checkpoint whose every file says which write it is: weights = step, EMA = 2 step, state and config step."""
+    v = float(step)
+    model = {"weight": torch.full((2, 3), v), "bias": torch.full((2,), v)}
+    return save_checkpoint(
+        path,
+        model=model,
+        ema={k: 2 * t for k, t in model.items()},
+        config={"written_at": step},
+        meta={"step": step, "model_config": {"step": step}},
+        state={"step": step},
+    )
+
+
+def test_a_reader_sees_one_checkpoint_while_a_writer_replaces_it(tmp_path):
+    run = tmp_path / "run"
+    _save_step(run / "checkpoint", 0)
+    stop, written = threading.Event(), []
+
+    def writer():
+        step = 0
+        while not stop.is_set():
+            step += 1
+            _save_step(run / "checkpoint", step)
+            written.append(step)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = set()
+    try:
+        for i in range(400):
+            if i % 2:
+                c = load_checkpoint(ck.checkpoint_path(run))
+                ok = (
+                    float(c.model["weight"][0, 0]) == c.step and float(c.ema["bias"][0]) == 2 * c.step
+                    and c.state["step"] == c.step and c.config == {"written_at": c.step}
+                )  # fmt: skip
+                assert ok, f"files of different writes in one load (format.json step {c.step})"
+                assert "write_id" not in c.state  # the bookkeeping stays out of the caller's state
+                seen.add(c.step)
+            else:
+                net, meta, _ = ck.load_network(run, lambda cfg: torch.nn.Linear(3, 2))
+                assert float(net.weight.detach()[0, 0]) == 2 * meta["step"] == 2 * meta["model_config"]["step"]
+                seen.add(meta["step"])
+    finally:
+        stop.set()
+        thread.join()
+    assert len(written) > 20 and len(seen) > 10  # the writer really replaced it during the loads
+
+
+KILL_BETWEEN_RENAMES = """
+import os, sys
+import torch
+from difflab.train.checkpoint import save_checkpoint
+
+def save(step):
+    w = {"weight": torch.full((2, 3), float(step))}
+    save_checkpoint(sys.argv[1], model=w, ema=w, config={"step": step}, meta={"step": step}, state={"step": step})
+
+save(1)
+real = os.replace
+def replace(src, dst):
+    if ".tmp-" in os.path.basename(src):
+        os._exit(9)  # killed after checkpoint -> .checkpoint.old, before the new folder is renamed in
+    real(src, dst)
+os.replace = replace
+save(2)
+"""
+
+
+def test_a_write_killed_between_its_renames_leaves_a_checkpoint_that_is_found(tmp_path):
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(run / "checkpoint")], timeout=120)
+    assert done.returncode == 9
+    names = sorted(p.name for p in run.iterdir())
+    assert names[0] == ".checkpoint.old" and names[1].startswith(".checkpoint.tmp-") and len(names) == 2
+    with pytest.warns(RuntimeWarning, match=r"checkpoint is missing: .* using the previous checkpoint in .*\.old"):
+        found = ck.checkpoint_path(run)  # what difflab sample / eval / load read
+    assert found == run / ".checkpoint.old"
+    with pytest.warns(RuntimeWarning, match=r"\.checkpoint\.old"):
+        assert load_checkpoint(run / "checkpoint").step == 1
+    assert ck.remove_unfinished(run / "checkpoint") == [run / names[1]]
+    assert ck.recover_checkpoint(run / "checkpoint") == run / ".checkpoint.old"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint"] and load_checkpoint(run / "checkpoint").step == 1
+
+
+def test_a_file_of_another_write_is_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _save_step(tmp_path / "a", 1)
+    _save_step(tmp_path / "b", 2)
+    f = tmp_path / "a" / "ema.safetensors"
+    f.write_bytes((tmp_path / "b" / "ema.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=f"{f}: belongs to another checkpoint write"):
+        load_checkpoint(tmp_path / "a")
+    save_file(load_file(f), str(f))  # rewritten by a tool that drops the metadata (e.g. a dtype cast): accepted
+    assert float(load_checkpoint(tmp_path / "a").ema["bias"][0]) == 4.0

@@ -95,7 +95,7 @@ def test_overrides_parse_yaml_values_and_nest():
     assert parse_value("true") is True and parse_value("null") is None
     with pytest.raises(ValueError, match="must look like key.sub=value"):
         apply_overrides({}, ["train.lr"])
-    with pytest.raises(ValueError, match="'lr' is not a section"):
+    with pytest.raises(ValueError, match=r"config key train.lr: expected a mapping \(section\), got 1.0"):
         apply_overrides({"train": {"lr": 1.0}}, ["train.lr.x=1"])
 
 
@@ -156,3 +156,21 @@ def test_a_recipe_section_its_method_does_not_use_is_refused():
         get_method("ardm")(cfg)
     with pytest.raises(ValueError, match="unknown method 'ardn'; this difflab knows diffusion, ardm, wavegrad"):
         get_method("ardn")
+
+
+def test_config_errors_name_the_key_the_type_and_where_the_value_came_from(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: '32'\n")  # quoted: a string in YAML
+    with pytest.raises(ValueError, match=rf"^{path}: config key train.steps: expected an integer, got '32'$"):
+        load_run_config(path)
+    with pytest.raises(ValueError, match=r"^override 'train.lr=abc': config key train.lr: expected a number"):
+        load_run_config(path, ["train.steps=3", "train.lr=abc"])
+    with pytest.raises(ValueError, match=r"^override 'train=\{lrr: 1\}': unknown config key 'train.lrr'"):
+        load_run_config(path, ["train={lrr: 1}"])
+    # a file whose section is not a mapping: blamed on the file, not on an override below it
+    path.write_text("train: 5\n")
+    with pytest.raises(ValueError, match=rf"^{path}: config key train: expected a mapping \(section\), got 5$"):
+        load_run_config(path, ["train.progress=false"])
+    path.write_text("train: {}\n")
+    with pytest.raises(ValueError, match=r"^override 'train=5': config key train: expected a mapping"):
+        load_run_config(path, ["train=5", "train.progress=false"])

@@ -19,7 +19,16 @@ def test_import_is_cheap() -> None:
 
 
 def test_registry_names_and_errors() -> None:
-    names = ["caption-folder", "digits", "fashion-mnist", "image-folder", "photo-crops", "scenes"]
+    names = [
+        "caption-folder",
+        "digits",
+        "fashion-mnist",
+        "image-folder",
+        "moving-items",
+        "photo-crops",
+        "scenes",
+        "video-folder",
+    ]
     assert dd.list_datasets() == names
     with pytest.raises(ValueError, match="valid datasets: " + ", ".join(names)):
         dd.get_dataset("mnist")
@@ -135,3 +144,23 @@ def test_save_grid_writes_png(tmp_path) -> None:
     with Image.open(gray) as im:
         assert im.mode == "L" and im.size == (3 * 10 + 2, 12)
     assert not list(tmp_path.glob("**/.*.tmp"))
+
+
+def test_digits_from_a_copy_for_machines_without_scikit_learn(tmp_path, monkeypatch) -> None:
+    from difflab.data import digits
+
+    expected = digits._load_digits()
+    digits.save_digits_copy(tmp_path / "digits.npz")
+    digits._load_digits.cache_clear()
+    monkeypatch.setenv("DIFFLAB_DIGITS", str(tmp_path / "digits.npz"))
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # scikit-learn cannot be imported
+    try:
+        images, labels = digits._load_digits()
+        assert np.array_equal(images, expected[0]) and np.array_equal(labels, expected[1])
+        np.savez(tmp_path / "bad.npz", images=images[:5], labels=labels[:5])
+        digits._load_digits.cache_clear()
+        monkeypatch.setenv("DIFFLAB_DIGITS", str(tmp_path / "bad.npz"))
+        with pytest.raises(ValueError, match="expected images"):
+            digits._load_digits()
+    finally:
+        digits._load_digits.cache_clear()

@@ -118,3 +118,33 @@ def test_errors(tmp_path) -> None:
         dd.ImageFolder(tmp_path)
     with pytest.raises(ValueError, match="resize >= size"):
         dd.ImageFolder(tmp_path, size=16, resize=8)
+
+
+def test_sixteen_bit_images_are_scaled_by_their_range_with_one_notice(tmp_path) -> None:
+    values = np.array([0, 128, 129, 257, 32767, 32896, 65406, 65535], dtype=np.uint16)
+    want = [0, 0, 1, 1, 127, 128, 254, 255]  # round(v * 255 / 65535)
+    for i in range(3):
+        Image.fromarray(np.tile(values, (8, 1))).save(tmp_path / f"g{i}.png")  # mode I;16
+    pgm = tmp_path / "p.pgm"  # a 16-bit PGM opens as mode I
+    pgm.write_bytes(b"P5 8 8 65535\n" + np.tile(values, (8, 1)).astype(">u2").tobytes())
+    ds = dd.ImageFolder(tmp_path, size=8, channels=1, discrete=True)
+    with pytest.warns(dd.DataWarning, match=r"16-bit image: scaled to 8-bit levels \(value \* 255 / 65535") as rec:
+        items = [ds[i][0] for i in range(len(ds))]
+    assert len([w for w in rec if "16-bit" in str(w.message)]) == 1  # one notice, not one per image
+    for k in items:
+        assert k.dtype == torch.uint8 and k[0, 0].tolist() == want
+    rgb = dd.ImageFolder(tmp_path, size=8, channels=3, discrete=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dd.DataWarning)
+        assert rgb[0][0][:, 0].tolist() == [want] * 3
+
+
+def test_thirty_two_bit_images_are_skipped_with_the_reason(tmp_path) -> None:
+    Image.fromarray(np.zeros((8, 8), dtype=np.int32)).save(tmp_path / "i.tif")
+    Image.fromarray(np.zeros((8, 8), dtype=np.float32)).save(tmp_path / "f.tif")
+    _save(tmp_path / "ok.png", RED, size=(8, 8))
+    with pytest.warns(dd.DataWarning, match="skipped 2 unreadable"):
+        ds = dd.ImageFolder(tmp_path, size=8)
+    reasons = dict(ds.skipped)
+    assert "32-bit floating-point image (mode F)" in reasons[str(tmp_path / "f.tif")]
+    assert "32-bit integer image (mode I)" in reasons[str(tmp_path / "i.tif")]

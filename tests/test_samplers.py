@@ -127,6 +127,13 @@ def test_bad_input_errors():
         ddim(den, z, torch.tensor([0.0]))
     with pytest.raises(ValueError, match="increase strictly"):
         ddim(den, z, torch.tensor([1.0, 0.0, math.inf]))
+    for fn in (ddpm, ddim, dpmpp_2m, heun):  # a reversed grid (it starts at +inf) asks to be flipped
+        with pytest.raises(ValueError, match=r"this grid decreases: reverse it \(lams.flip\(0\)\)"):
+            fn(den, z, SCHED.lams(4).flip(0))
+    with pytest.raises(ValueError, match="finite"):
+        ddim(den, z, torch.tensor([-math.inf, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="got NaN"):
+        ddim(den, z, torch.tensor([0.0, math.nan, 1.0]))
     with pytest.raises(ValueError, match="eta"):
         ddim(den, z, SCHED.lams(2), eta=-1)
     with pytest.raises(ValueError, match="gamma"):

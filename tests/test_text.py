@@ -107,7 +107,14 @@ def test_pretrained_t5_uses_only_its_encoder(tmp_path) -> None:
     emb = enc.encode(["a red bag", "a green seven"])
     assert emb.tokens.shape == (2, 6, 32) and emb.pooled.shape == (2, 32)
     assert emb.mask.sum(1).tolist() == [3, 3]
-    assert torch.equal(get_text_encoder(enc.spec).encode(["a red bag"]).pooled, emb.pooled[:1])
+    torch.testing.assert_close(get_text_encoder(enc.spec).encode(["a red bag"]).pooled, emb.pooled[:1])
+    # the encoder runs only up to the batch's last real token: the states equal those of the full length
+    ids, mask = enc.tokenizer(["a red bag", "a green digit seven"])
+    with torch.no_grad():
+        full = enc.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state * mask[..., None]
+        tokens, _ = enc.encode_ids(ids, mask)
+    assert tokens.shape == full.shape == (2, 6, 32) and mask[:, 4:].sum() == 0
+    torch.testing.assert_close(tokens, full, rtol=1e-5, atol=1e-6)
 
 
 # -- scratch encoder and its saved, frozen form ("clip") ------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -279,3 +282,51 @@ def test_init_starts_a_new_run_from_other_weights(tmp_path):
     assert any(not torch.equal(v, src[k]) for k, v in fresh.net.state_dict().items())
     with pytest.raises(FileNotFoundError, match="train.init"):
         Trainer(tiny(train={"init": str(tmp_path / "nowhere")}), tmp_path / "fourth")
+
+
+def test_a_save_killed_between_its_renames_is_resumed_not_deleted(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(tiny(train={"steps": 2}), run)
+    real_replace = os.replace
+
+    def killed_at_the_second_rename(src, dst):
+        if Path(src).name.startswith(".checkpoint.tmp-"):
+            raise KeyboardInterrupt  # the process dies after checkpoint -> .checkpoint.old
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(train={"steps": 4}), run, resume=True)
+    monkeypatch.undo()
+    shutil.copytree(run / ".checkpoint.old", run / ".checkpoint.tmp-k1ll3d")  # what a SIGKILL mid-write leaves
+    assert not (run / "checkpoint").exists() and (run / ".checkpoint.old" / "format.json").is_file()
+
+    with pytest.raises(
+        ValueError, match=r"step 2 in .*\.checkpoint\.old \(a save was killed between its two renames\): pass --resume"
+    ):
+        Trainer(tiny(train={"steps": 4}), run)  # a fresh start neither trains over it nor deletes it
+    assert (run / ".checkpoint.old" / "format.json").is_file()
+    with pytest.warns(RuntimeWarning, match=r"resuming from the previous checkpoint, step 2, moved back from .*old"):
+        trainer = Trainer(tiny(train={"steps": 4}), run, resume=True)
+    assert trainer.step == 2 and not (run / ".checkpoint.tmp-k1ll3d").exists()  # the orphan is cleaned up
+    assert trainer.fit().step == 4 and load_checkpoint(run / "checkpoint").step == 4
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+def test_summary_records_skipped_image_files(tmp_path):
+    from PIL import Image
+
+    from difflab.data import DataWarning
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("L", (8, 8), 40 * i).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    cfg = tiny(data={"name": "image-folder", "options": {"root": str(folder), "size": 8, "channels": 1}},
+               train={"steps": 1})  # fmt: skip
+    with pytest.warns(DataWarning, match="skipped 1 unreadable"):
+        train(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["skipped_files"] == 1 and summary["skipped"][0]["path"] == str(folder / "broken.png")
+    assert summary["skipped"][0]["reason"]

@@ -109,3 +109,35 @@ def test_cli_errors_are_one_line(run, tmp_path, capsys):
 def test_help(command, capsys):
     assert cli.main([command, "--help"]) == 0
     assert f"usage: difflab {command}" in capsys.readouterr().out
+
+
+def test_config_errors_say_which_key_what_type_and_where_from(tmp_path, capsys):
+    five = tmp_path / "five.yaml"
+    five.write_text("train: 5\n")
+    cases = {  # --no-progress adds train.progress=false: the file's train: 5 is to blame, not that override
+        (str(five), "--no-progress"): f"{five}: config key train: expected a mapping (section), got 5",
+        ("configs/digits.yaml", "model.channels=abc", "train.steps=1"):
+            "override 'model.channels=abc': config key model.channels: expected an integer, got 'abc'",
+        ("configs/digits.yaml", "model.channel_mult=abc", "train.steps=1"):
+            "override 'model.channel_mult=abc': config key model.channel_mult: expected a list, got 'abc'",
+    }  # fmt: skip
+    for argv, needle in cases.items():
+        assert cli.main(["train", *argv, "--out", str(tmp_path / "never")]) == 2
+        assert _error(capsys) == f"difflab: error: {needle}"
+    assert not (tmp_path / "never" / "checkpoint").exists()
+
+
+class _NotATensor:
+    """A Python object in a samples file: torch.load(weights_only=True) must refuse it, not run it."""
+
+
+def test_eval_samples_that_are_not_plain_tensors_are_one_line(run, tmp_path, capsys):
+    obj = tmp_path / "obj.pt"
+    torch.save({"samples": _NotATensor()}, obj)
+    lst = tmp_path / "list.pt"
+    torch.save({"samples": [1.0, 2.0]}, lst)
+    for path, needle in ((obj, "not a plain tensor file, so it was not loaded (Unsupported global"),
+                         (lst, "cannot read samples (TypeError")):  # fmt: skip
+        assert cli.main(["eval", str(run / "run"), "--samples", str(path)]) == 2
+        err = _error(capsys)
+        assert f"{path}: {needle}" in err and "torch.load(weights_only=True)" in err and ".npz" in err, err

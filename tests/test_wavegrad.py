@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +209,35 @@ def test_sampling_with_an_oracle_returns_the_data(prior):
     for betas in (naive_betas(6), fixed_betas(25), [0.5]):
         out = sample(_Oracle(x), torch.zeros(1, 20, 8), betas, std=std, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(out, x, atol=1e-4, rtol=1e-4)
+
+
+def test_vocoder_pads_the_mel_edges_and_keeps_the_lengths():
+    torch.manual_seed(0)
+    voc = Vocoder(WaveGrad(TINY), {"step": 0})
+    mel = torch.randn(20, 10)
+    raw = sample(voc.net, mel[None], [0.5], generator=torch.Generator().manual_seed(0))[0, 0].clamp(-1, 1)
+    torch.testing.assert_close(voc(mel, betas=[0.5], pad=0), raw)  # pad=0: the network's own output
+    assert voc(mel, betas=[0.5]).shape == voc(mel[None], betas=[0.5])[0].shape == (10 * 64,)  # T frames -> T * hop
+    audio = _speechy(1000, 16000)  # not a whole number of hops: ceil(1000 / 64) = 16 frames cover it
+    assert voc.mel(audio).shape == (1, 20, 16)
+    torch.testing.assert_close(
+        voc.mel(audio[:960]), log_mel(torch.from_numpy(audio[:960]), voc.mel_config)[None, :, :15]
+    )
+
+
+ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison/conf-extended.g722")  # a test-split utterance
+SHIPPED = Path(__file__).resolve().parents[1] / "artifacts" / "wavegrad-priorgrad"
+
+
+@pytest.mark.skipif(not (ALLISON.is_file() and SHIPPED.is_dir()), reason="needs asterisk-core-sounds-en-g722")
+def test_shipped_vocoder_output_has_no_clicks_at_its_edges():
+    """The first and last samples were clicks (|x| about 0.2 where the recording has 1e-4)."""
+    from difflab.methods.wavegrad.audio import read_audio
+
+    voc = Vocoder.load(SHIPPED)
+    real, _ = read_audio(ALLISON, 16000)
+    wav = voc.resynthesize(ALLISON, steps=6)
+    assert len(wav) == len(real) == 33120  # 129.4 hops: the input's length, not a whole number of hops
+    interior = np.abs(wav[64:-64]).mean()
+    for edge in (wav[:64], wav[-64:]):
+        assert np.abs(edge).mean() < 0.01 * interior and np.abs(edge[[0, -1]]).max() < 0.01

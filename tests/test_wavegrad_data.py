@@ -130,5 +130,11 @@ def test_bad_audio_is_one_line_error(tmp_path):
         check_speech(audio, silent, MEL_PRESETS["16k"])
     with pytest.raises(AudioError, match="too short"):
         check_speech(audio[:500] + 0.1, silent, MEL_PRESETS["16k"])
+    speech = audio + 0.1
+    for value in (np.nan, np.inf, -np.inf):  # was "the audio is silent (peak nan)"
+        speech[100:103] = value
+        with pytest.raises(AudioError, match=r"3 of 16000 samples are non-finite \(NaN or inf\)") as e:
+            check_speech(speech, silent, MEL_PRESETS["16k"])
+        assert "silent" not in str(e.value)
     with pytest.raises(AudioError, match="sample rate 8000 Hz, the model expects 16000 Hz"):
         read_audio(write_sine(tmp_path / "r.wav", 0.5, 8000), 16000, resample_to=False)

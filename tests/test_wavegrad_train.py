@@ -156,3 +156,32 @@ def test_a_diffusion_section_that_is_not_wavegrads_process_is_refused(tones, tmp
     cfg.model["up_chanels"] = [16, 16, 8]
     with pytest.raises(ValueError, match=r"unknown config key 'model.up_chanels' \(did you mean 'up_channels'\?\)"):
         train_wavegrad(cfg, tmp_path / "typo")
+
+
+def test_vocode_cli_length_schedule_threads_device_and_format(trained, tmp_path, capsys, monkeypatch):
+    odd = write_tone(tmp_path / "odd.wav", 0.61, 16000, 330)  # 9760 samples: 152.5 hops
+    out = tmp_path / "out.wav"
+    assert main(["vocode", str(trained), str(odd), "--steps", "3", "--threads", "1", "-o", str(out)]) == 0
+    with wave.open(str(out)) as w:
+        assert w.getnframes() == 9760  # the input's length
+    said = capsys.readouterr().out
+    assert "3 steps, naive schedule" in said and "1 thread(s)" in said and "real-time factor" in said
+    assert "after a warm-up" in said and "decoding" in said  # what the factor measures
+    assert main(["vocode", str(trained), str(odd), "--steps", "6", "-o", str(out)]) == 0
+    assert "6 steps, fixed schedule" in capsys.readouterr().out
+
+    def one_line_error(argv: list[str], message: str) -> None:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.count("\n") == 0, err
+
+    one_line_error(["vocode", str(trained), str(odd), "-o", str(tmp_path / "y.mp3")], "writes 16-bit PCM WAV only")
+    assert not (tmp_path / "y.mp3").exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only torch
+    one_line_error(
+        ["vocode", str(trained), str(odd), "--device", "cuda", "-o", str(out)], "--device cuda: not available"
+    )
+    assert main(["vocode", str(trained), str(odd), "--device", "gpu", "-o", str(out)]) == 2
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err
+    assert main(["wavegrad-search", str(trained), "--device", "gpu"]) == 2
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err

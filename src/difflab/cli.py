@@ -139,6 +139,13 @@ COMMANDS: dict[str, Command] = {
         help="re-synthesise a speech file from its mel with a WaveGrad run (--steps 6 -o out.wav)",
         where="difflab.methods.wavegrad.cli:vocode",
     ),
+    "video": Command(
+        help="video stages: sample clips, extend videos, interpolate frame rates (GIF / MP4 / filmstrip)",
+        description="difflab video sample RUN --out clips.gif; difflab video extend RUN [INPUT] --frames 64 --out "
+        "long.mp4; difflab video interpolate RUN [INPUT] --factor 4 --out smooth.gif. Extension and interpolation "
+        "condition new clips on known frames by reconstruction guidance (--weight) or replacement (--method).",
+        where="difflab.methods.video.cli:video",
+    ),
     "ardm-train": Command(
         help="train an autoregressive diffusion model (OA-ARDM, Upscale ARDM, text) from a YAML recipe",
         description="Trains the ARDM of CONFIG (e.g. configs/ardm-digits.yaml) with the difflab trainer; "

@@ -156,6 +156,7 @@ def run_distill(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """``difflab train CONFIG [key=value ...] [--resume] [--out RUN]``: exit 0, 130/143 if interrupted."""
+    from .config import ConfigKeyError
     from .methods import get_method
     from .train.config import config_from_args
     from .train.trainer import NonFiniteLossError, train
@@ -166,6 +167,8 @@ def run_train(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         print(f"difflab: error: {e}", file=sys.stderr)
         return 1
+    except ConfigKeyError as e:  # e.g. model.channels=abc, found when the method checks its model section
+        raise e.located(args.config, args.overrides) from None
     return result.exit_code
 
 
@@ -239,12 +242,25 @@ def save_samples(path: Path, samples: Tensor, labels: Tensor | None) -> Path:
     return path
 
 
+SAMPLES_FORMATS = (
+    "accepted: what 'difflab sample --save' writes, a .npz of arrays 'samples' (N, C, H, W) and optionally "
+    "'labels', or a .pt of {'samples': tensor, 'labels': tensor} that torch.load(weights_only=True) reads "
+    "(tensors, dicts, lists and numbers only)"
+)
+
+
 def load_samples(path: Path) -> tuple[Tensor, Tensor | None]:
-    """Read what :func:`save_samples` wrote; a missing or unreadable file is a one-line error."""
+    """Read what :func:`save_samples` wrote; a missing or unreadable file is a one-line error (no code in a
+    ``.pt`` file runs: ``torch.load(weights_only=True)``; ``.npz`` files are read without pickle)."""
+    import pickle
+    import re
+
     import torch
 
     if not path.is_file():
         raise FileNotFoundError(f"samples file not found: {path}")
+    if path.suffix not in (".npz", ".pt"):
+        raise ValueError(f"{path}: samples must be a .npz or .pt file ({SAMPLES_FORMATS})")
     try:
         if path.suffix == ".npz":
             import numpy as np
@@ -252,13 +268,17 @@ def load_samples(path: Path) -> tuple[Tensor, Tensor | None]:
             with np.load(path) as f:
                 samples = torch.from_numpy(f["samples"])
                 labels = torch.from_numpy(f["labels"]) if "labels" in f else None
-        elif path.suffix == ".pt":
+        else:
             d = torch.load(path, map_location="cpu", weights_only=True)
             samples, labels = d["samples"], d.get("labels")
-        else:
-            raise ValueError(f"{path}: samples must be a .npz or .pt file")
-    except (OSError, KeyError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read samples ({type(e).__name__}: {e})") from None
+        if not isinstance(samples, torch.Tensor) or not isinstance(labels, torch.Tensor | None):
+            raise TypeError("'samples' and 'labels' must be tensors")
+    except pickle.UnpicklingError as e:  # torch.load refused a Python object: nothing of it ran
+        m = re.search(r"WeightsUnpickler error:\s*(.*?)(?: by default|\.\s|\n\n|$)", str(e), re.S)
+        why = " ".join(m.group(1).split()) if m else "not a torch.save file"
+        raise ValueError(f"{path}: not a plain tensor file, so it was not loaded ({why}); {SAMPLES_FORMATS}") from None
+    except (OSError, KeyError, IndexError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: cannot read samples ({type(e).__name__}: {e}); {SAMPLES_FORMATS}") from None
     return samples.float(), labels
 
 

@@ -8,6 +8,8 @@
   and a ``Literal[...]`` field accepts only its listed values.
 
 Nested dataclass fields take nested dicts, so a whole run config is one ``from_dict`` call.
+Those errors are of type :class:`ConfigKeyError`, which carries the key; its ``located`` method
+says where the value came from: the override that set it, or else the YAML file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,28 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 C = TypeVar("C")
+
+
+class ConfigKeyError(ValueError):
+    """A config key that is unknown or has a value of the wrong type; ``key`` is its dotted name."""
+
+    def __init__(self, key: str, message: str, located: bool = False) -> None:
+        super().__init__(message)
+        self.key, self.is_located = key, located
+
+    def located(self, path: str | Path, overrides: Iterable[str] = ()) -> ConfigKeyError:
+        """This error with where the value came from: ``override 'model.channels=abc': ...`` when the last
+        override that set the key (or a section above it) did, else ``PATH: ...`` (the YAML file)."""
+        if self.is_located:
+            return self
+        item = _setting_override(self.key, overrides)
+        return ConfigKeyError(self.key, f"{f'override {item!r}' if item else path}: {self}", located=True)
+
+
+def _setting_override(key: str, overrides: Iterable[str]) -> str | None:
+    """The last of ``overrides`` that set ``key`` or a section above it, if any."""
+    setting = [o for o in overrides if (k := o.split("=", 1)[0].strip()) == key or key.startswith(k + ".")]
+    return setting[-1] if setting else None
 
 
 def _union_args(tp: Any) -> tuple[Any, ...] | None:
@@ -57,7 +81,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     """``value`` checked against type ``tp`` and converted where that loses nothing."""
 
     def bad(what: str | None = None) -> ValueError:
-        return ValueError(f"config key {where}: expected {what or _type_name(tp)}, got {value!r}")
+        return ConfigKeyError(where, f"config key {where}: expected {what or _type_name(tp)}, got {value!r}")
 
     if tp is Any:
         return value
@@ -131,13 +155,13 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | None, where: str = "") -> 
     Unknown keys and values of the wrong type are ValueErrors naming the key (see module doc).
     """
     if data is not None and not isinstance(data, Mapping):
-        raise ValueError(f"config section {where or '(top level)'} must be a mapping, got {data!r}")
+        raise ConfigKeyError(where, f"config section {where or '(top level)'} must be a mapping, got {data!r}")
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     types_ = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
     for key in data:
         if key not in types_:
-            raise ValueError(unknown_key_message(str(key), types_, where))
+            raise ConfigKeyError(f"{where}.{key}" if where else str(key), unknown_key_message(str(key), types_, where))
     kwargs = {}
     for name, value in data.items():
         path = f"{where}.{name}" if where else name
@@ -181,8 +205,13 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides to a nested dict (new keys are checked later by from_dict)."""
-    for item in overrides:
+    """Apply ``a.b.c=value`` overrides to a nested dict (new keys are checked later by from_dict).
+
+    An override below a key that holds no section is a :class:`ConfigKeyError` about that key, located
+    at the earlier override that set it if one did (else the caller names the file).
+    """
+    overrides = list(overrides)
+    for n, item in enumerate(overrides):
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key.sub=value")
         key, text = item.split("=", 1)
@@ -190,12 +219,14 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         parts = key.strip().split(".")
         if not all(parts):
             raise ValueError(f"override {item!r}: empty key part")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             nxt = node.setdefault(p, {})
             if nxt is None:
                 nxt = node[p] = {}
             if not isinstance(nxt, dict):
-                raise ValueError(f"override {item!r}: {p!r} is not a section")
+                section = ".".join(parts[: i + 1])
+                e = ConfigKeyError(section, f"config key {section}: expected a mapping (section), got {nxt!r}")
+                raise e.located("", overrides[:n]) if _setting_override(section, overrides[:n]) else e
             node = nxt
         node[parts[-1]] = parse_value(text)
     return data

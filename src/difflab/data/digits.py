@@ -9,6 +9,7 @@ split. Test = 300 images (30 per class), train = the other 1,497; both keep the 
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -18,21 +19,38 @@ DIGITS_LEVELS = 17
 TEST_PER_CLASS = 30
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 SUMMARY = "scikit-learn load_digits: real 8x8 handwritten digits"
+ENV_VAR = "DIFFLAB_DIGITS"
 
 
 @functools.cache
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """All 1,797 digits as (uint8 (N, 1, 8, 8) levels 0..16, int64 labels); cached per process."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise ImportError("the digits dataset needs scikit-learn: pip install scikit-learn") from e
-    bunch = load_digits()
-    images = np.asarray(bunch.images).round().astype(np.uint8).reshape(-1, 1, 8, 8)
-    labels = np.asarray(bunch.target, dtype=np.int64)
+    """All 1,797 digits as (uint8 (N, 1, 8, 8) levels 0..16, int64 labels); cached per process.
+
+    From scikit-learn, or from the ``.npz`` (arrays ``images``, ``labels``) named by the environment
+    variable ``DIFFLAB_DIGITS`` (a copy for machines without scikit-learn: :func:`save_digits_copy`)."""
+    copy = os.environ.get(ENV_VAR)
+    if copy:
+        with np.load(copy) as f:
+            images, labels = f["images"].astype(np.uint8), f["labels"].astype(np.int64)
+        if images.shape != (1797, 1, 8, 8) or labels.shape != (1797,):
+            raise ValueError(f"{ENV_VAR}={copy}: expected images (1797, 1, 8, 8) and labels (1797,)")
+    else:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as e:
+            raise ImportError(f"the digits dataset needs scikit-learn (pip install scikit-learn) or {ENV_VAR}") from e
+        bunch = load_digits()
+        images = np.asarray(bunch.images).round().astype(np.uint8).reshape(-1, 1, 8, 8)
+        labels = np.asarray(bunch.target, dtype=np.int64)
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
+
+
+def save_digits_copy(path: str | os.PathLike[str]) -> None:
+    """Write the digits (from scikit-learn) as an ``.npz`` that ``DIFFLAB_DIGITS`` can name."""
+    images, labels = _load_digits()
+    np.savez_compressed(path, images=images, labels=labels)
 
 
 def digits_split_indices(split: str, split_seed: int = 0) -> np.ndarray:

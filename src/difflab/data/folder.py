@@ -14,6 +14,11 @@ A file that still fails to decode later (e.g. truncated JPEG data, which ``verif
 is replaced by the next readable item and counted in ``skipped`` (one more warning the first time;
 in DataLoader workers each worker counts and warns on its own copy).
 
+Bit depth: images are scaled by their type's range to 8-bit levels. 16-bit greyscale images (PNG,
+TIFF, PGM) become ``round(value * 255 / 65535)``, with one ``DataWarning`` the first time (Pillow
+itself reduces 16-bit RGB to its high byte, and 1-bit images to 0 and 255). 32-bit integer and
+floating-point images have no agreed range: they are skipped as unreadable, with the reason.
+
 Transform: convert to RGB (``channels=3``; transparency composited on white) or greyscale
 (``channels=1``), resize the shorter side to ``resize`` (default ``size``; Pillow bicubic, which
 antialiases), then a ``size`` x ``size`` centre or random crop and an optional random flip.
@@ -188,7 +193,14 @@ class ImageFolder(ImageDataset):
         from PIL import Image
 
         with Image.open(path) as im:
+            depth = _bit_depth(im)
             im.load()
+            if depth == 16:
+                im = _sixteen_to_eight(im)
+                self._skips.warn_once(
+                    "16-bit", f"{path} is a 16-bit image: scaled to 8-bit levels (value * 255 / 65535, rounded); "
+                    "later 16-bit images are scaled the same way without a notice",
+                )  # fmt: skip
             im = _to_mode(im, "RGB" if self.channels == 3 else "L")
         w, h = im.size
         if min(w, h) != self.resize:
@@ -237,12 +249,38 @@ def _to_mode(im: Any, mode: str) -> Any:
     return im.convert(mode)
 
 
+def _bit_depth(im: Any) -> int:
+    """Bits per sample of an opened, not yet loaded, greyscale Pillow image: 16 (mode ``I;16...``, or
+    ``I`` read from 16-bit samples, as for 16-bit PGM), 32 (other ``I`` and ``F`` images), else 8."""
+    if im.mode.startswith("I;16"):
+        return 16
+    if im.mode not in ("I", "F"):
+        return 8
+    try:
+        args = im.tile[0][3]
+        raw = args[0] if isinstance(args, tuple) else args
+    except (IndexError, TypeError):
+        raw = ""
+    return 16 if isinstance(raw, str) and raw.startswith("I;16") else 32
+
+
+def _sixteen_to_eight(im: Any) -> Any:
+    """A 16-bit greyscale image as 8-bit levels ``round(value * 255 / 65535)`` (mode L)."""
+    from PIL import Image
+
+    v = np.asarray(im).astype(np.int64).clip(0, 65535)
+    return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8))  # exact rounding: 65535 is odd
+
+
 def _check_image(path: Path, full: bool) -> str | None:
     """None if Pillow can open (and verify, or fully decode) ``path``, else the reason it cannot."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if _bit_depth(im) == 32:
+                kind = "floating-point" if im.mode == "F" else "integer"
+                return f"a 32-bit {kind} image (mode {im.mode}) has no agreed range; image-folder reads 1- to 16-bit"
             if full:
                 im.load()
             else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import digits, fashion_mnist, photos, scenes
+from . import digits, fashion_mnist, photos, scenes, video
 from .base import DatasetInfo, ImageDataset
 from .captions import CaptionFolder
 from .digits import Digits
@@ -13,14 +13,17 @@ from .fashion_mnist import FashionMNIST
 from .folder import ImageFolder
 from .photos import PhotoCrops
 from .scenes import CaptionedScenes
+from .video import MovingItems, VideoFolder
 
 _CLASSES: dict[str, type[ImageDataset]] = {
     "caption-folder": CaptionFolder,
     "digits": Digits,
     "fashion-mnist": FashionMNIST,
     "image-folder": ImageFolder,
+    "moving-items": MovingItems,
     "photo-crops": PhotoCrops,
     "scenes": CaptionedScenes,
+    "video-folder": VideoFolder,
 }
 
 _INFO: dict[str, DatasetInfo] = {
@@ -45,6 +48,11 @@ _INFO: dict[str, DatasetInfo] = {
         summary="Pillow-readable images under root=, one sub-folder per class (size=, channels= options)",
         channels=None, size=None, levels=256, num_classes=None,
     ),
+    "moving-items": DatasetInfo(
+        name="moving-items", summary=video.MOVING_SUMMARY + " (videos (1, frames, size, size): frames=16, size=32, "
+        "stride= options; class = first item's kind; cond tracks)", channels=1, size=32, levels=256,
+        num_classes=len(scenes.ITEMS), class_names=scenes.ITEMS, num_items=dict(video.DEFAULT_COUNTS),
+    ),
     "photo-crops": DatasetInfo(
         name="photo-crops", summary=photos.SUMMARY + " (size=64 default; label = photo index; test = held-out photos)",
         channels=3, size=64, levels=256, num_classes=len(photos.TRAIN_PHOTOS), class_names=photos.TRAIN_PHOTOS,
@@ -54,6 +62,12 @@ _INFO: dict[str, DatasetInfo] = {
         name="scenes", summary=scenes.SUMMARY + ", captioned in English (size=64 default; splits test unseen "
         "paraphrase for held-out colour pairs and reworded captions)", channels=3, size=64, levels=256,
         num_classes=None, num_items=dict(scenes.DEFAULT_COUNTS),
+    ),
+    "video-folder": DatasetInfo(
+        name="video-folder",
+        summary="videos (.gif, .mp4, .webm, .avi, .mov, .mkv or folders of frame images) under root= as clips "
+        "(channels, frames, size, size) (frames=, stride=, size=, channels= options; train split only)",
+        channels=None, size=None, levels=256, num_classes=None,
     ),
 }  # fmt: skip
 
@@ -101,4 +115,6 @@ def get_dataset(name: str, split: str = "train", **options: Any) -> ImageDataset
         raise ValueError("dataset 'image-folder' needs root= (a folder of images, optionally one sub-folder per class)")
     if key == "caption-folder" and "root" not in options:
         raise ValueError("dataset 'caption-folder' needs root= (a folder of images with same-name .txt captions)")
+    if key == "video-folder" and "root" not in options:
+        raise ValueError("dataset 'video-folder' needs root= (a folder of video files or of folders of frame images)")
     return _CLASSES[key](split=split, **options)

@@ -40,10 +40,16 @@ def _grid(lams: Tensor | list[float]) -> list[float]:
     g = [float(v) for v in torch.as_tensor(lams, dtype=torch.float64).flatten()]
     if len(g) < 2:
         raise ValueError("lams needs at least 2 values (steps >= 1): noisy start ... clean end")
-    if any(math.isnan(v) or v == -math.inf for v in g) or any(math.isinf(v) for v in g[:-1]):
-        raise ValueError("lams must be finite (only the last value may be +inf)")
+    if any(math.isnan(v) for v in g):
+        raise ValueError("lams must be finite (only the last value may be +inf), got NaN")
+    if all(b < a for a, b in pairwise(g)):  # checked first: a reversed grid starts at +inf
+        raise ValueError(
+            "lams must increase (noisy -> clean: low log-SNR first), this grid decreases: reverse it (lams.flip(0))"
+        )
     if any(b <= a for a, b in pairwise(g)):
         raise ValueError("lams must increase strictly (noisy -> clean); reverse the grid?")
+    if g[0] == -math.inf or any(math.isinf(v) for v in g[:-1]):
+        raise ValueError("lams must be finite (only the last value may be +inf)")
     return g
 
 

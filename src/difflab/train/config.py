@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..config import apply_overrides, from_dict, load_yaml, to_dict
+from ..config import ConfigKeyError, apply_overrides, from_dict, load_yaml, to_dict
 
 if TYPE_CHECKING:
     import argparse
@@ -39,6 +39,9 @@ class DataConfig:
     (text-to-image: captions, encoded by the ``text:`` section's encoder); the data set must
     provide them. ``shrink`` > 1 trains on the images shrunk by that factor (a cascade's base
     stage); ``lowres_factor`` > 1 adds ``lowres``, the training image shrunk by that factor more.
+    ``image_frames`` > 0 (video data sets) appends that many independent frames of other videos to
+    every clip as images (joint image-video training, Ho et al. 2022: the temporal attention keeps
+    each to itself, through the ``frame_is_image`` condition); samples are clips without them.
     """
 
     name: str = "digits"
@@ -48,8 +51,10 @@ class DataConfig:
     shrink: int = 1
     lowres_factor: int = 0
     num_workers: int = 0
+    image_frames: int = 0
 
     def __post_init__(self) -> None:
+        _need(self.image_frames >= 0, f"data.image_frames must be >= 0, got {self.image_frames}")
         _need(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
         _need(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
         _need(self.shrink >= 1, f"data.shrink must be >= 1, got {self.shrink}")
@@ -263,10 +268,17 @@ class RunConfig:
 
 
 def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML recipe, apply ``key.sub=value`` overrides, and check it (errors name the file)."""
-    data = apply_overrides(load_yaml(path), overrides)
+    """Read a YAML recipe, apply ``key.sub=value`` overrides, and check it (errors name the file, or the
+    override that set a bad key)."""
+    data = load_yaml(path)
+    try:
+        data = apply_overrides(data, overrides)
+    except ConfigKeyError as e:  # a key of the file that holds no section (or of an earlier override)
+        raise e.located(path) from None
     try:
         return RunConfig.from_dict(data)
+    except ConfigKeyError as e:
+        raise e.located(path, overrides) from None
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
 

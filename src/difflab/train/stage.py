@@ -141,6 +141,10 @@ def generate(
     cond: dict[str, Tensor] | None = None,
     aug: float | None = None,
     threshold: str | None = None,
+    known: Tensor | None = None,
+    known_mask: Tensor | None = None,
+    known_method: str = "reconstruction",
+    known_weight: float = 2.0,
     seed: int = 0,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
@@ -160,12 +164,22 @@ def generate(
     t; None: ``sample.lowres_aug``) from the same generator. Guidance applies whenever the net
     takes a droppable condition (class, text, ...) and w != 1; ``threshold`` none|static|dynamic
     (None: ``sample.threshold``) acts on the guided prediction of x.
+    ``known`` (n, *image_shape) with the bool ``known_mask`` (broadcastable to it) fixes coordinates
+    of the samples, e.g. the first frames of a video (Ho et al. 2022): ``known_method``
+    "reconstruction" (reconstruction guidance of weight ``known_weight``) or "replacement".
     ``batch_size`` None picks 500 on GPUs and, on CPUs, about 65536 / pixels (at most 500): larger
     CPU batches make activations so big that every allocation is a fresh ``mmap`` (measured: twice
     the wall time for 28x28 images at 500 per batch).
     """
     from ..diffusion import cfg as cfg_guidance
-    from ..diffusion import dynamic_threshold, get_sampler, make_denoiser, static_threshold
+    from ..diffusion import (
+        dynamic_threshold,
+        get_sampler,
+        make_denoiser,
+        reconstruction_guidance,
+        replacement,
+        static_threshold,
+    )
     from ..nets import keep_cond, null_cond
 
     s = cfg.sample
@@ -177,6 +191,14 @@ def generate(
     if threshold not in ("none", "static", "dynamic"):
         raise ValueError(f"threshold must be none, static or dynamic, got {threshold!r}")
     sample_fn = get_sampler(sampler)
+    if (known is None) != (known_mask is None):
+        raise ValueError("known and known_mask go together: give both or neither")
+    if known is not None:
+        if known_method not in ("reconstruction", "replacement"):
+            raise ValueError(f"known_method must be reconstruction or replacement, got {known_method!r}")
+        if tuple(known.shape) != (n, *image_shape):
+            raise ValueError(f"known must be (n, *image_shape) = {(n, *image_shape)}, got {tuple(known.shape)}")
+        known_mask = torch.as_tensor(known_mask, dtype=torch.bool).expand(known.shape)
     device = torch.device(device)
     schedule = make_schedule(cfg)
     lams = schedule.lams(steps, spacing)
@@ -225,13 +247,21 @@ def generate(
             if prompts is not None:
                 cond.update(net.text_cond(prompts[start : start + b]))
             cond = keep_cond(cond)
+            guided = denoiser
+            if known is not None:
+                part = known[start : start + b].to(device), known_mask[start : start + b].to(device)
+                guided = (
+                    reconstruction_guidance(denoiser, *part, weight=known_weight, generator=gen)
+                    if known_method == "reconstruction"
+                    else replacement(denoiser, *part, generator=gen)
+                )
             if "lowres" in cond:
                 cond["lowres"], cond["aug_lam"] = augment_lowres(cond["lowres"].float(), aug, schedule, gen)
             cond = cond or None
             if takes_w:  # a guidance-distilled student takes w as an input (Meng et al. 2023)
                 cond = {**(cond or {}), "guidance": torch.full((b,), float(guidance), device=device)}
             with autocast(device, precision):
-                x = sample_fn(denoiser, z, lams, cond=cond, generator=gen, progress=progress, **s.options)
+                x = sample_fn(guided, z, lams, cond=cond, generator=gen, progress=progress, **s.options)
             out.append(x.float().cpu())
     finally:
         net.train(was_training)
@@ -250,7 +280,8 @@ class LoadedStage:
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        return tuple(int(v) for v in self.meta["image_shape"])
+        """The shape of one sample (a video stage's clip, without the images it trained beside)."""
+        return tuple(int(v) for v in self.meta.get("sample_shape", self.meta["image_shape"]))
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -290,6 +321,7 @@ class ImageDiffusion(Method):
         self._grid_cond: dict[str, Tensor] = {}
         self._grid_prompts: list[str] | None = None
         self._text: Any = None
+        self._shape: tuple[int, ...] | None = None
 
     def text_encoder(self) -> Any:
         """The ``text:`` section's encoder (built once; a caption-conditioned stage's network holds it)."""
@@ -306,6 +338,12 @@ class ImageDiffusion(Method):
         data = get_dataset(d.name, split, **d.options)
         if d.shrink > 1 or d.lowres_factor >= 1:
             data = Rescaled(data, d.shrink, d.lowres_factor)
+        if d.image_frames > 0:
+            from ..data import AppendImageFrames
+
+            if data[0][0].ndim != 4:
+                raise ValueError(f"data.image_frames needs video data (C, F, H, W); {d.name!r} yields images")
+            data = AppendImageFrames(data, d.image_frames, seed=self.cfg.train.seed)
         missing = [k for k in d.conditions if k not in getattr(data, "cond_keys", ())]
         if missing:
             raise ValueError(
@@ -333,7 +371,8 @@ class ImageDiffusion(Method):
     def network_cond(self, cond: dict[str, Any], device: torch.device) -> dict[str, Any]:
         """The batch's ``data.conditions`` as the network takes them: captions become token ids
         (``text``, ``text_mask``) that the network's text encoder embeds; the rest pass unchanged."""
-        cond = {k: cond[k] for k in self.cfg.data.conditions}
+        keys = (*self.cfg.data.conditions, *(("frame_is_image",) if "frame_is_image" in cond else ()))
+        cond = {k: cond[k] for k in keys}
         if "caption" in cond:
             ids, mask = self.text_encoder().tokenizer(cond.pop("caption"))
             cond["text"], cond["text_mask"] = ids.to(device), mask.to(device)
@@ -356,12 +395,23 @@ class ImageDiffusion(Method):
             generator=generator,
         )  # fmt: skip
 
+    def sample_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape samples are drawn at: the data's, less a video stage's appended image frames."""
+        k = self.cfg.data.image_frames
+        return (data_shape[0], data_shape[1] - k, *data_shape[2:]) if k else tuple(data_shape)
+
     def meta(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.name}
         lowres = self._grid_cond.get("lowres")  # a super-resolution stage records what it up-samples
-        return {"method": self.name, **({"lowres_shape": list(lowres.shape[1:])} if lowres is not None else {})}
+        if lowres is not None:
+            out["lowres_shape"] = list(lowres.shape[1:])
+        if self._shape is not None and self.cfg.data.image_frames:
+            out["sample_shape"] = list(self._shape)
+        return out
 
     def attach(self, trainer: Any) -> None:
         """Keep the ``lowres`` inputs of the first ``sample.n`` training items for the sample grids."""
+        self._shape = self.sample_shape(tuple(trainer.image_shape))
         conditions = self.cfg.data.conditions
         if "lowres" in conditions or "caption" in conditions:
             from ..data import collate
@@ -381,12 +431,15 @@ class ImageDiffusion(Method):
         prompts = self._grid_prompts[:n] if self._grid_prompts is not None else None
         n = min(n, len(prompts)) if prompts is not None else n
         x, _ = generate(
-            trainer.ema.module, cfg, trainer.image_shape, n, cond=cond or None, prompts=prompts,
+            trainer.ema.module, cfg, self.sample_shape(tuple(trainer.image_shape)), n, cond=cond or None,
+            prompts=prompts,
             seed=mix_seed(cfg.train.seed, _SAMPLE), device=trainer.device, precision=cfg.train.precision,
         )  # fmt: skip
         x = upscale_for_grid(crop_padding(x, cfg))
         classes = trainer.num_classes if "class" in cfg.data.conditions else 0
         nrow = classes or max(1, round(math.sqrt(n)))
+        if x.ndim == 5:  # video: one row of frames per clip
+            nrow, x = x.shape[2], x.transpose(1, 2).flatten(0, 1)
         path = save_grid(x, trainer.run_dir / "samples" / f"step_{trainer.step:07d}.png", nrow=nrow)
         if monitor is not None:
             monitor.image("samples", make_grid(x, nrow=nrow), trainer.step)

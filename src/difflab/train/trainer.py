@@ -13,6 +13,12 @@ exits with. A second SIGINT stops at once (KeyboardInterrupt) without saving. A 
 signal -- ``time_limit`` seconds passed, or a reason returned by the method's ``after_update`` --
 is saved the same way and reported as what it is (status "time-limit", or the method's reason).
 
+Crashes. A save killed between its two renames (see :mod:`.checkpoint`) leaves the previous
+checkpoint in ``.checkpoint.old``: ``resume`` moves it back and says so, a fresh start refuses to
+train over it. The ``.checkpoint.tmp-*`` folders of killed saves are deleted at start (the trainer
+is its run's only writer) and listed in its output. ``summary.json`` records the unreadable files the
+training set skipped (:func:`skipped_summary`).
+
 Non-finite loss. If the loss (or, without a GradScaler, the gradient norm) of update ``s + 1``
 is NaN or infinite, the update is not applied: the checkpoint is saved with the weights after
 update ``s`` and :class:`NonFiniteLossError` names the step.
@@ -35,7 +41,17 @@ from typing import Any
 import torch
 
 from ..config import dump_yaml
-from .checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint, load_into, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    interrupted_write,
+    load_checkpoint,
+    load_into,
+    read_meta,
+    recover_checkpoint,
+    remove_unfinished,
+    save_checkpoint,
+)
 from .config import RunConfig
 from .data import Batches, BatchOrder, mix_seed
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device, shutdown
@@ -60,6 +76,28 @@ def init_weights(path: str | Path) -> dict[str, torch.Tensor]:
             if (folder / name).is_file():
                 return load_weights(folder / name)
     raise FileNotFoundError(f"train.init={path}: no .safetensors file, and no ema/model.safetensors in that folder")
+
+
+MAX_SKIPPED_LISTED = 1000  # summary.json names at most this many skipped files (the count is exact)
+
+
+def skipped_summary(dataset: Any) -> dict[str, Any]:
+    """``summary.json`` entries for the unreadable files a training set skipped: ``skipped_files`` (the
+    count) and ``skipped`` (``[{"path", "reason"}]``, the first ``MAX_SKIPPED_LISTED``); empty for a data
+    set that does not count them (e.g. :class:`~difflab.data.ImageFolder` does, in ``skipped``).
+
+    Wrappers (``Rescaled``, ``AppendImageFrames``, ``Subset``) are looked through. Files skipped while
+    loading inside DataLoader workers are counted by the workers' copies and are not included."""
+    seen: set[int] = set()
+    while dataset is not None and id(dataset) not in seen:
+        seen.add(id(dataset))
+        skipped = getattr(dataset, "skipped", None)
+        if isinstance(skipped, (list, tuple)):
+            items = [{"path": str(p), "reason": str(r)} for p, r in skipped[:MAX_SKIPPED_LISTED]]
+            return {"skipped_files": len(skipped), "skipped": items}
+        inner = getattr(dataset, "base", None)
+        dataset = inner if inner is not None else getattr(dataset, "dataset", None)
+    return {}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -126,12 +164,28 @@ class Trainer:
             raise ValueError(
                 f"{self.run_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
             )
+        interrupted = interrupted_write(self.ckpt_dir)  # a save killed between its two renames
+        if interrupted is not None and not resume:
+            raise ValueError(
+                f"{self.run_dir} holds the checkpoint of step {read_meta(interrupted).get('step', '?')} in "
+                f"{interrupted} (a save was killed between its two renames): pass --resume to continue it, "
+                "or choose another --out"
+            )
+        if interrupted is not None and recover_checkpoint(self.ckpt_dir) is not None:
+            warnings.warn(
+                f"{self.ckpt_dir} was missing (a save was killed between its two renames): resuming from the "
+                f"previous checkpoint, step {read_meta(self.ckpt_dir).get('step', '?')}, moved back from {interrupted}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if resume and not self.ckpt_dir.exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {self.ckpt_dir}")
         self.dataset = dataset = self.method.dataset("train")
         self.image_shape, self.num_classes = _dataset_facts(dataset)
         self.model_config = self.method.resolve_model_config(dataset)
         self.dist: DistInfo = init_distributed(self.device)
+        # the folders of saves killed mid-write; this process is the run's only writer and not writing yet
+        self.removed_unfinished = remove_unfinished(self.ckpt_dir) if self.dist.is_main else []
         torch.manual_seed(mix_seed(t.seed, _INIT))
         self.net = self.method.build(self.model_config).to(self.device)
         if t.init and not resume:
@@ -347,6 +401,12 @@ class Trainer:
         n_params = sum(p.numel() for p in self.net.parameters())
         summary = self.net.summary() if hasattr(self.net, "summary") else type(self.net).__name__
         monitor.write(f"run {self.run_dir}: {summary}")
+        if self.removed_unfinished:
+            names = ", ".join(p.name for p in self.removed_unfinished)
+            monitor.write(
+                f"removed {len(self.removed_unfinished)} unfinished checkpoint write(s) of killed runs: {names}"
+            )
+            self.removed_unfinished = []
         monitor.write(
             f"parameters: {n_params:,} | device {self.device}, {t.precision}, {self.dist.world_size} process(es) | "
             f"batch {self.cfg.data.batch_size} x accum {t.grad_accum} x {self.dist.world_size} = {per_step} | "
@@ -404,7 +464,7 @@ class Trainer:
             summary = {
                 "status": status, "step": self.step, "seconds": round(seconds, 2), "loss": last_loss,
                 "parameters": n_params, "steps_this_session": self.step - start, "signal": sig,
-                **self.method.summary(),
+                **skipped_summary(self.dataset), **self.method.summary(),
             }  # fmt: skip
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
             what = f"stopped by signal {sig}" if sig is not None else status

@@ -12,7 +12,8 @@ File format (all integers little-endian)::
 
     magic  b"ARDM" | version u8 | plan u8 (0 full, 1 dp, 2 uniform) | budget u32
     fingerprint 16 bytes (sha256 of the model's weights, config and per-step losses)
-    channels u8 | height u16 | width u16 | levels u16 | seed u32 | group u16 | count u32
+    channels u8 | height u16 | width u16 | levels u16 | bits u8 (8, or 1: 1-bit images) | seed u32 |
+        group u16 | count u32
     pixels crc32 u32 (of all images' uint8 pixels, in order) | header crc32 u32
     length table: the smallest payload length in bytes (LEB128 varint) | Rice parameter k u8 |
         every image's payload length minus the smallest, Rice-coded (quotient in unary, k
@@ -22,8 +23,14 @@ File format (all integers little-endian)::
 
 The order of stage ``s`` is ``numpy.random.default_rng([seed, s]).permutation(D)``; images are
 coded in groups of ``group`` (one network call serves a group), and the decoder uses the same
-groups. A file that is truncated, corrupted, made with another model or decoded into pixels
-whose checksum differs is rejected with a :class:`CodecError`.
+groups. A file that is truncated, corrupted, made with another model, has a header field that
+cannot be right (named in the message) or is decoded into pixels whose checksum differs is
+rejected with a :class:`CodecError`.
+
+The contract is lossless in pixel values: :func:`decompress` returns exactly the levels that
+:func:`compress` got. ``bits`` only tells a caller how to write the images back: 8 for 8-bit
+files (levels 0..K-1), 1 for 1-bit files (levels 0 and 1), so that ``difflab decompress`` writes a
+1-bit PNG back as a 1-bit PNG.
 """
 
 from __future__ import annotations
@@ -41,9 +48,14 @@ from .objective import orders_from_seed, walk
 from .parallel import make_plans
 
 MAGIC = b"ARDM"
-VERSION = 3  # 3: Rice-coded length table; 2: byte-trimmed payloads, varint lengths; 1: whole 32-bit words
+VERSION = 4  # 4: bits field; 3: Rice-coded length table; 2: byte-trimmed payloads, varint lengths; 1: whole words
 PLANS = {"full": 0, "dp": 1, "uniform": 2}
-_HEAD = struct.Struct("<4sBBI16sBHHHIHII")
+BITS = (1, 8)  # bits per pixel of the images a file holds (1: levels 0 and 1 only)
+_HEAD = struct.Struct("<4sBBI16sBHHHBIHII")
+_FIELDS = (
+    "magic", "version", "plan", "budget", "fingerprint", "channels", "height", "width", "levels", "bits", "seed",
+    "group", "count", "pixels_crc",
+)  # fmt: skip
 
 
 class CodecError(ValueError):
@@ -180,12 +192,15 @@ def compress(
     budget: int | None = None,
     seed: int = 0,
     group: int = 64,
+    bits: int = 8,
     nll_bits: list[float] | None = None,
 ) -> bytes:
     """Code ``images`` (N, C, H, W) of integer levels, each image on its own, into one ``.ardm`` byte string.
 
-    ``nll_bits``, a list, receives each image's NLL in bits under the coding order and plan (the
-    ideal code length, from the same float64 probabilities the coder quantizes).
+    ``bits`` (stored in the header): 8, or 1 for 1-bit images (levels 0 and 1 only), which
+    ``difflab decompress`` then writes back as 1-bit PNGs. ``nll_bits``, a list, receives each
+    image's NLL in bits under the coding order and plan (the ideal code length, from the same
+    float64 probabilities the coder quantizes).
     """
     c = _coder()
     x_all = check_images(images, model)
@@ -193,13 +208,27 @@ def compress(
         raise ValueError(f"unknown plan {plan!r}; valid: {', '.join(PLANS)}")
     if plan != "full" and budget is None:
         raise ValueError(f"plan {plan!r} needs a budget (number of network calls)")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in 0..{2**32 - 1} (a u32 of the header), got {seed}")
+    if not 1 <= group < 2**16:
+        raise ValueError(f"group must be in 1..{2**16 - 1} (a u16 of the header), got {group}")
+    if plan != "full" and not 1 <= budget < 2**32:  # type: ignore[operator]
+        raise ValueError(f"budget must be in 1..{2**32 - 1} (a u32 of the header), got {budget}")
+    if bits not in BITS:
+        raise ValueError(f"bits must be 1 or 8, got {bits}")
+    if bits == 1 and len(x_all) and int(x_all.max()) > 1:
+        raise ValueError(f"1-bit images hold levels 0 and 1 only, got {int(x_all.max())}")
+    if bits == 1 and model.shape[0] != 1:
+        raise ValueError(f"1-bit images have one channel, the model codes {model.shape[0]}")
+    if len(x_all) >= 2**32:
+        raise ValueError(f"at most {2**32 - 1} images per file, got {len(x_all)}")
     plans = _plans(model, plan, budget)
     orders = orders_from_seed(seed, model.D, model.num_stages)
     ch, h, w = model.shape
     pixels_crc = zlib.crc32(x_all.to(torch.uint8).numpy().tobytes())
     head = _HEAD.pack(
-        MAGIC, VERSION, PLANS[plan], budget or 0, model.fingerprint, ch, h, w, model.levels, seed, group, len(x_all),
-        pixels_crc,
+        MAGIC, VERSION, PLANS[plan], 0 if plan == "full" else budget, model.fingerprint, ch, h, w, model.levels, bits,
+        seed, group, len(x_all), pixels_crc,
     )  # fmt: skip
     out = bytearray(head + struct.pack("<I", zlib.crc32(head)))
     family = c.stream.model.Categorical(perfect=False)
@@ -224,7 +253,8 @@ def compress(
 
 
 def read_header(data: bytes) -> dict[str, Any]:
-    """The header fields of an ``.ardm`` byte string (checks magic, version, checksums and length)."""
+    """The header fields of an ``.ardm`` byte string (checks magic, version, checksums, length, and every
+    field that can be checked without the model: a bad one is a :class:`CodecError` that names it)."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise CodecError("not an ARDM file (bad magic)")
     if len(data) < _HEAD.size + 8:
@@ -238,10 +268,30 @@ def read_header(data: bytes) -> dict[str, Any]:
     (total,) = struct.unpack_from("<I", data, len(data) - 4)
     if total != zlib.crc32(data[:-4]):
         raise CodecError("corrupt or truncated file (file checksum mismatch)")
-    names = ("magic", "version", "plan", "budget", "fingerprint", "channels", "height", "width", "levels", "seed")
-    out = dict(zip(names, fields[:10], strict=True))
-    out.update(group=fields[10], count=fields[11], pixels_crc=fields[12])
-    out["plan"] = {v: k for k, v in PLANS.items()}.get(out["plan"], out["plan"])
+    out = dict(zip(_FIELDS, fields, strict=True))
+
+    def bad(name: str, why: str) -> CodecError:
+        return CodecError(f"corrupt file (header field {name} is {out[name]}: {why})")
+
+    plans = {v: k for k, v in PLANS.items()}
+    if out["plan"] not in plans:
+        raise bad("plan", f"not a plan id; valid: {', '.join(f'{v} ({k})' for k, v in PLANS.items())}")
+    out["plan"] = plans[out["plan"]]
+    if out["plan"] == "full" and out["budget"]:
+        raise bad("budget", "the full plan stores budget 0")
+    if out["plan"] != "full" and not out["budget"]:
+        raise bad("budget", f"plan {out['plan']} needs a budget of at least 1 network call")
+    for name in ("channels", "height", "width", "group"):
+        if out[name] < 1:
+            raise bad(name, "must be at least 1")
+    if out["levels"] < 2:
+        raise bad("levels", "must be at least 2")
+    if out["bits"] not in BITS:
+        raise bad("bits", "must be 1 or 8")
+    if out["bits"] == 1 and out["channels"] != 1:
+        raise bad("bits", f"1-bit images have one channel, the header says {out['channels']}")
+    if out["count"] > 8 * len(data):  # every image takes at least one bit of the length table
+        raise bad("count", f"more images than a file of {len(data)} bytes can hold")
     return out
 
 
@@ -254,11 +304,19 @@ def decompress(model: Any, data: bytes) -> Tensor:
             f"this file was made with a different model (fingerprint {hd['fingerprint'].hex()[:16]}, "
             f"the given model has {model.fingerprint.hex()[:16]}): decode it with the model that coded it"
         )
-    if (hd["channels"], hd["height"], hd["width"]) != tuple(model.shape) or hd["levels"] != model.levels:
-        raise CodecError("the file's image shape or levels differ from the model's")
-    if not isinstance(hd["plan"], str):
-        raise CodecError(f"corrupt file (unknown plan id {hd['plan']})")
-    plans = _plans(model, hd["plan"], hd["budget"] or None)
+    # the fingerprint covers the model's config, so a shape or levels field that differs from it is corrupt
+    for name, want in zip(("channels", "height", "width", "levels"), (*model.shape, model.levels), strict=True):
+        if hd[name] != want:
+            raise CodecError(
+                f"corrupt file (header field {name} is {hd[name]}, but the file's model (its fingerprint matches) "
+                f"has {want})"
+            )
+    try:
+        plans = _plans(model, hd["plan"], hd["budget"] or None)
+    except ValueError as e:
+        raise CodecError(
+            f"corrupt file (header fields plan {hd['plan']} and budget {hd['budget']} give no plan for this model: {e})"
+        ) from None
     orders = orders_from_seed(hd["seed"], model.D, model.num_stages)
     records = [_unpack(raw) for raw in _payloads(data, hd["count"])]
     family = c.stream.model.Categorical(perfect=False)
@@ -267,7 +325,10 @@ def decompress(model: Any, data: bytes) -> Tensor:
     with torch.no_grad():
         for start in range(0, len(records), hd["group"]):
             part = records[start : start + hd["group"]]
-            coders = [c.stream.stack.AnsCoder(words) for words in part]
+            try:
+                coders = [c.stream.stack.AnsCoder(words) for words in part]
+            except Exception as e:  # e.g. a stream that ends in a zero word
+                raise CodecError(f"images {start}..: corrupt rANS stream ({e})") from None
             x = torch.zeros(len(part), model.D, dtype=torch.long)
             for s, known, idx in walk(orders, plans, model.D):
                 probs = model.digit_probs(x, known.expand(len(x), -1), s, idx).numpy()
@@ -280,9 +341,12 @@ def decompress(model: Any, data: bytes) -> Tensor:
     images = torch.cat(out).view(-1, *model.shape) if out else torch.zeros(0, *model.shape, dtype=torch.uint8)
     if zlib.crc32(images.numpy().tobytes()) != hd["pixels_crc"]:
         raise CodecError(
-            "the decoded pixels fail the checksum: decode on the kind of device (and thread count) that encoded "
-            "the file, with the same model"
+            "the decoded pixels fail the header's pixel checksum: the file was altered and its checksums "
+            "recomputed (a field that only decoding can check, such as seed or group, or the payload), or it was "
+            "encoded on another kind of device or thread count (decode it on the kind that encoded it)"
         )
+    if hd["bits"] == 1 and len(images) and int(images.max()) > 1:
+        raise CodecError(f"corrupt file (header field bits is 1, but the images hold levels up to {int(images.max())})")
     return images
 
 

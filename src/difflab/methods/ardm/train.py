@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ...config import load_yaml
+from ...config import from_dict, load_yaml
 from ...train.checkpoint import checkpoint_path, load_checkpoint, load_network, save_checkpoint
 from ...train.config import RunConfig
 from ...train.method import Method
@@ -100,6 +100,7 @@ class ARDMMethod(Method):
             return {"kind": "text", "seq_len": shape[0], "vocab": len(ALPHABET), **m}
         from ...nets import UNetConfig
 
+        from_dict(UNetConfig, m["unet"], "model.unet")  # unknown keys and values of the wrong type, named
         out = {"kind": "image", "shape": shape, "levels": int(dataset.levels), **m}
         out["unet"] = UNetConfig.from_dict(ImageARDM.unet_config(out)).to_dict()
         return out

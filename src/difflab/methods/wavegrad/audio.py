@@ -14,7 +14,6 @@ or, without PyAV, with the standard ``wave`` module (PCM WAV only).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -179,15 +178,19 @@ def read_audio(path: str | Path, sample_rate: int | None = None, *, resample_to:
 
 
 def check_speech(audio: np.ndarray, path: str | Path, cfg: MelConfig, min_seconds: float = 0.1) -> None:
-    """Reject clips that are too short to vocode or silent (one-line :class:`AudioError`)."""
+    """Reject clips that are too short to vocode, hold non-finite samples (NaN, inf) or are silent (one-line
+    :class:`AudioError`)."""
     need = max(int(min_seconds * cfg.sample_rate), cfg.n_fft)
     if audio.shape[-1] < need:
         raise AudioError(
             f"{path}: {audio.shape[-1]} samples is too short; expected at least {need} "
             f"({need / cfg.sample_rate:.2f} s at {cfg.sample_rate} Hz)"
         )
+    bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
+    if bad:
+        raise AudioError(f"{path}: {bad} of {audio.size} samples are non-finite (NaN or inf); expected finite audio")
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if not math.isfinite(peak) or peak < 1e-4:
+    if peak < 1e-4:
         raise AudioError(f"{path}: the audio is silent (peak {peak:.2g}); expected speech")
 
 

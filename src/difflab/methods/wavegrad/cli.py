@@ -3,7 +3,9 @@
 - ``difflab wavegrad-train CONFIG [KEY=VALUE ...] [--out RUN] [--resume] [--minutes M] [--search 6]``
 - ``difflab wavegrad-search RUN [--steps 6]``: grid-search an N-step schedule on validation audio
   and save it with the checkpoint
-- ``difflab vocode RUN in.wav --steps 6 -o out.wav``: re-synthesise a file from its mel
+- ``difflab vocode RUN in.wav --steps 6 -o out.wav [--device cpu] [--threads N]``: re-synthesise a file
+  from its mel (as many samples as the input), printing the schedule used and the real-time factor
+  of the vocoding alone
 """
 
 from __future__ import annotations
@@ -12,13 +14,25 @@ import argparse
 import time
 from pathlib import Path
 
-from ...argtypes import add_train_arguments, float_at_least, int_at_least
+from ...argtypes import DEVICES, add_train_arguments, float_at_least, int_at_least
 
 SCHEDULES = ("auto", "searched", "naive", "fixed")
 
 
 _positive_float = float_at_least(0.0, strict=True)
 _positive_int = int_at_least(1)
+
+
+def _device(name: str) -> object:
+    """``--device`` as a torch device (``auto``: CUDA, then MPS, then CPU); an unavailable one is a one-line error."""
+    from ...train.distributed import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError:
+        raise ValueError(
+            f"--device {name}: not available here (this torch sees no {name} device); use --device cpu or auto"
+        ) from None
 
 
 def _search_args(p: argparse.ArgumentParser, flag: str, default: int | None) -> None:
@@ -86,7 +100,7 @@ def _search(run: Path, steps: int, args: argparse.Namespace, val_audio: list, de
 def add_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="WaveGrad run folder (its config names the validation data)")
     _search_args(p, "--steps", 6)
-    p.add_argument("--device", default="cpu", help="device (default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="device (default: %(default)s)")
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -98,30 +112,57 @@ def run_search(args: argparse.Namespace) -> int:
     opts = (load_yaml(ckpt_dir / "config.yaml").get("data") or {}).get("options") or {}
     rate = read_meta(ckpt_dir)["model_config"]["mel"]["sample_rate"]
     corpus = load_corpus(opts.get("source", "asterisk"), opts.get("root"), rate)
-    _search(Path(args.run), args.steps, args, corpus.split("val"), args.device)
+    _search(Path(args.run), args.steps, args, corpus.split("val"), _device(args.device))
     return 0
 
 
 def add_vocode(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="WaveGrad run folder, checkpoint folder or snapshot .safetensors")
     p.add_argument("input", metavar="IN.wav", help="audio file whose mel is re-synthesised")
-    p.add_argument("-o", "--out", required=True, metavar="OUT.wav", help="output WAV file")
+    p.add_argument(
+        "-o", "--out", required=True, metavar="OUT.wav", help="output file: 16-bit PCM WAV, name ending in .wav"
+    )
     p.add_argument("--steps", type=_positive_int, default=6, help="sampling steps (default: %(default)s)")
-    p.add_argument("--schedule", choices=SCHEDULES, default="auto", help="beta schedule (default: %(default)s)")
+    p.add_argument(
+        "--schedule", choices=SCHEDULES, default="auto",
+        help="beta schedule (default: %(default)s = searched if saved for --steps, else fixed, else naive)",
+    )  # fmt: skip
     p.add_argument("--resample", action="store_true", help="resample input at another rate to the model's")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="device (default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="device (default: %(default)s)")
+    p.add_argument(
+        "--threads", type=int_at_least(0), default=0, help="torch CPU threads (default: 0 = torch's default)"
+    )
 
 
 def run_vocode(args: argparse.Namespace) -> int:
+    import torch
+
     from .. import load
     from .audio import write_wav
 
-    voc = load(args.run, device=args.device, method="wavegrad")
+    if Path(args.out).suffix.lower() != ".wav":
+        raise ValueError(
+            f"-o {args.out}: vocode writes 16-bit PCM WAV only; give a name ending in .wav (and convert it afterwards)"
+        )
+    device = _device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    voc = load(args.run, device=device, method="wavegrad")
+    kind = voc.resolve_schedule(args.steps, args.schedule)
+    betas = voc.schedule(args.steps, kind)  # an unknown or unsaved schedule fails before any decoding
+    audio = voc.read(args.input, resample=args.resample)
+    mel = voc.mel(audio)[0]
+    voc(mel[:, :4], betas=betas[-1:], seed=args.seed).cpu()  # warm-up (kernel selection, allocations): 1 step
     t0 = time.perf_counter()
-    wav = voc.resynthesize(args.input, args.steps, args.schedule, resample=args.resample, seed=args.seed)
+    wav = voc(mel, betas=betas, seed=args.seed)[: len(audio)].cpu().numpy()
     secs = time.perf_counter() - t0
     rate = voc.mel_config.sample_rate
     out = write_wav(args.out, wav, rate)
-    print(f"wrote {out} ({len(wav) / rate:.2f} s, {args.steps} steps, real-time factor {secs * rate / len(wav):.2f})")
+    where = f"{device}, {torch.get_num_threads()} thread(s)" if device.type == "cpu" else str(device)
+    print(
+        f"wrote {out} ({len(wav) / rate:.2f} s, the input's length; {args.steps} steps, {kind} schedule); "
+        f"vocoding took {secs:.2f} s on {where}: real-time factor {secs * rate / len(wav):.2f} "
+        "(vocoding time / audio time after a warm-up; loading, decoding and writing not included)"
+    )
     return 0

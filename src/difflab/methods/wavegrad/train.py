@@ -143,7 +143,9 @@ class WaveGradMethod(Method):
         return {"method": self.name, "train_seconds": round(self.train_seconds(), 2)}
 
     def summary(self) -> dict[str, Any]:
-        return {"train_seconds": round(self.train_seconds(), 2)}
+        from ...train.trainer import skipped_summary
+
+        return {"train_seconds": round(self.train_seconds(), 2), **skipped_summary(getattr(self, "corpus", None))}
 
     def attach(self, trainer: Any) -> None:
         if self.fit_schedule and trainer.time_limit is None:

@@ -3,8 +3,16 @@
 ::
 
     voc = Vocoder.load("runs/wavegrad-small")          # run folder, checkpoint folder or snapshot file
-    wav = voc(mel, steps=6)                            # mel: (n_mels, T) or (B, n_mels, T) log-mel
-    wav = voc.resynthesize("in.wav", steps=6)          # the mel of a file, vocoded
+    wav = voc(mel, steps=6)                            # mel: (n_mels, T) or (B, n_mels, T) log-mel -> T * hop samples
+    wav = voc.resynthesize("in.wav", steps=6)          # the mel of a file, vocoded: as many samples as the file
+
+Lengths: mel frame ``t`` is the centred STFT frame at sample ``t * hop`` and stands for samples
+``[t * hop, (t + 1) * hop)``, so a mel of ``T`` frames gives ``T * hop`` samples; :meth:`Vocoder.mel`
+of ``L`` samples has ``ceil(L / hop)`` frames and :meth:`Vocoder.resynthesize` cuts the result back
+to ``L``. Edges: the network never saw an utterance's edges in training (segments with context), and
+its zero-padded convolutions put a click on the first and last samples; the mel is therefore
+extended by ``PAD_FRAMES`` copies of its edge frames on each side and the samples of those frames
+are cut off again (``pad=0`` turns this off).
 
 Schedules: ``"searched"`` (the grid-search result saved with the checkpoint by
 :func:`search_and_save`), ``"naive"`` (mantissa 1, one decade per step), ``"fixed"`` (25, 50,
@@ -15,6 +23,7 @@ naive). Griffin-Lim on the same mel (:func:`griffin_lim`) is the classical basel
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,8 @@ from ...train.checkpoint import CheckpointError, load_into, load_network, load_w
 from .audio import AudioError, MelConfig, check_speech, log_mel, read_audio
 from .diffusion import fixed_betas, naive_betas, prior_std, sample, search_schedule
 from .net import WaveGrad, WaveGradConfig
+
+PAD_FRAMES = 4  # edge frames repeated on each side of a mel before vocoding (their samples are cut off)
 
 
 class Vocoder:
@@ -58,17 +69,32 @@ class Vocoder:
 
     # -- front end and schedules ----------------------------------------------------------
     def mel(self, audio: Tensor | np.ndarray) -> Tensor:
-        """The conditioning log-mel (B, n_mels, T) of audio (B, L) or (L,), cut to a whole number of hops."""
+        """The conditioning log-mel (B, n_mels, ceil(L / hop)) of audio (B, L) or (L,): frame ``t`` is centred
+        on sample ``t * hop`` and stands for samples ``[t * hop, (t + 1) * hop)`` (the last one partly)."""
         a = torch.as_tensor(audio, dtype=torch.float32)
         a = a[None] if a.dim() == 1 else a
-        n = a.shape[-1] // self.mel_config.hop
-        return log_mel(a[..., : n * self.mel_config.hop], self.mel_config)[..., :n].to(self.device)
+        n = math.ceil(a.shape[-1] / self.mel_config.hop)
+        return log_mel(a, self.mel_config)[..., :n].to(self.device)
+
+    def read(self, path: str | Path, resample: bool = False) -> np.ndarray:
+        """A file's audio at the model's rate, checked (``resample`` converts other sample rates)."""
+        audio, _ = read_audio(path, self.mel_config.sample_rate, resample_to=resample)
+        check_speech(audio, path, self.mel_config)
+        return audio
+
+    def resolve_schedule(self, steps: int, kind: str = "auto") -> str:
+        """The schedule ``kind`` stands for: ``auto`` is searched if one is saved for ``steps``, else fixed
+        (6, 25, 50 and 1000 steps), else naive."""
+        if kind != "auto":
+            return kind
+        if (self.meta.get("schedules") or {}).get(str(steps)):
+            return "searched"
+        return "fixed" if steps in (6, 25, 50, 1000) else "naive"
 
     def schedule(self, steps: int, kind: str = "auto") -> list[float]:
         """The betas of a ``steps``-step schedule of ``kind`` (searched | naive | fixed | auto)."""
         saved = (self.meta.get("schedules") or {}).get(str(steps))
-        if kind == "auto":
-            kind = "searched" if saved else ("fixed" if steps in (6, 25, 50, 1000) else "naive")
+        kind = self.resolve_schedule(steps, kind)
         if kind == "searched":
             if not saved:
                 have = ", ".join(sorted((self.meta.get("schedules") or {}), key=int)) or "none"
@@ -83,9 +109,18 @@ class Vocoder:
     # -- vocoding -------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
-        self, mel: Tensor, steps: int = 6, schedule: str = "auto", betas: list[float] | None = None, seed: int = 0
+        self,
+        mel: Tensor,
+        steps: int = 6,
+        schedule: str = "auto",
+        betas: list[float] | None = None,
+        seed: int = 0,
+        pad: int = PAD_FRAMES,
     ) -> Tensor:
-        """Waveform(s) for log-mel ``(n_mels, T)`` -> (T * hop,) or ``(B, n_mels, T)`` -> (B, T * hop)."""
+        """Waveform(s) for log-mel ``(n_mels, T)`` -> (T * hop,) or ``(B, n_mels, T)`` -> (B, T * hop):
+        frame ``t`` gives samples ``[t * hop, (t + 1) * hop)`` (see the module doc). The mel is vocoded
+        with ``pad`` copies of its first and last frames on each side, whose samples are cut off: without
+        them the first and last samples are clicks."""
         m = torch.as_tensor(mel, dtype=torch.float32)
         single = m.dim() == 2
         m = m[None] if single else m
@@ -94,22 +129,28 @@ class Vocoder:
                 f"mel has shape {tuple(torch.as_tensor(mel).shape)}; expected ({self.mel_config.n_mels}, frames) "
                 f"or (batch, {self.mel_config.n_mels}, frames) log-mel"
             )
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0 frames, got {pad}")
         m = m.to(self.device)
+        frames, hop = m.shape[-1], self.mel_config.hop
+        if pad:
+            m = torch.nn.functional.pad(m, (pad, pad), mode="replicate")
         c = self.config
-        std = prior_std(m, self.mel_config.hop, c.prior_energy_ref, c.prior_std_min) if c.prior == "priorgrad" else None
+        std = prior_std(m, hop, c.prior_energy_ref, c.prior_std_min) if c.prior == "priorgrad" else None
         gen = torch.Generator(device=self.device).manual_seed(seed)
         betas = betas if betas is not None else self.schedule(steps, schedule)
-        wav = sample(self.net, m, betas, std=std, generator=gen)[:, 0].clamp(-1.0, 1.0)
+        wav = sample(self.net, m, betas, std=std, generator=gen)[:, 0, pad * hop : (pad + frames) * hop]
+        wav = wav.clamp(-1.0, 1.0)
         return wav[0] if single else wav
 
     def resynthesize(
         self, path: str | Path, steps: int = 6, schedule: str = "auto", resample: bool = False, seed: int = 0
     ) -> np.ndarray:
-        """Read a file, check it, and vocode its mel (``resample`` converts other sample rates)."""
+        """Read a file, check it, and vocode its mel (``resample`` converts other sample rates): as many
+        samples as the file has (at the model's rate)."""
         betas = self.schedule(steps, schedule)  # an unknown schedule fails before any decoding
-        audio, _ = read_audio(path, self.mel_config.sample_rate, resample_to=resample)
-        check_speech(audio, path, self.mel_config)
-        return self(self.mel(audio)[0], betas=betas, seed=seed).cpu().numpy()
+        audio = self.read(path, resample)
+        return self(self.mel(audio)[0], betas=betas, seed=seed)[: len(audio)].cpu().numpy()
 
 
 def griffin_lim(mel: Tensor | np.ndarray, cfg: MelConfig, n_iter: int = 32) -> np.ndarray:

@@ -1,0 +1,263 @@
+"""Video diffusion on moving real items: joint image-video training, extension and interpolation.
+
+Two steps (each prints what it does; ``eval`` writes docs/results/video.json)::
+
+    python benchmarks/video.py train [--minutes 120]
+    python benchmarks/video.py eval  [--n 32]
+
+``train`` runs ``difflab train configs/video-moving.yaml`` under ``RUNS`` (default runs/video), three
+runs of one thread each side by side for ``--minutes`` of wall time (equal shares of the machine, so
+equal training compute): ``joint-0``, ``joint-4`` and ``joint-8`` append 0, 4 and 8 independent
+images of the clip's class to every 16-frame clip (``data.image_frames``). Every run resumes from
+its checkpoint when the command is repeated (each repeat adds ``--minutes``).
+
+``eval`` scores with the shipped video classifier (difflab.eval.video), against real test clips of
+the moving items (one or two items, 32x32):
+
+- joint training: ``--n`` clips of each run, class-conditional (the test clips' classes, w =
+  ``--guidance``): per-frame FD and video FD (the FVD analogue);
+- extension: the first 16 frames of ``--n`` real 64-frame test videos extended to 64 frames by the
+  ``--extend-run`` stage (new clips of 16 frames with 8 known ones), by reconstruction guidance at
+  weights ``--weights`` and by replacement: identity consistency, motion error (px) and video FD of
+  the 48 generated frames (three 16-frame windows);
+- interpolation: frames 0, 4, ..., 16 of the same videos raised to 17 frames (4x) by reconstruction
+  guidance (weight 2), replacement and linear blending: MSE of the 12 generated frames against the
+  true ones and video FD of the first 16 frames;
+- the real-data floor of every score (a disjoint set of ``--n`` real clips), the classifier's
+  accuracy on real test clips, training wall time and seconds per sampled 16-frame clip.
+
+It also writes docs/images/video-extension.png: one test video, its truth, and both extensions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, command_line, machine_info, write_result  # noqa: E402
+
+DIFFLAB = [sys.executable, "-m", "difflab"]
+IMAGE_FRAMES = (0, 4, 8)
+CLIP, LONG, CONTEXT, FACTOR = 16, 64, 8, 4
+
+
+def _train(out: Path, minutes: float, image_frames: int, options: list[str]) -> subprocess.Popen:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    resume = ["--resume"] if (out / "checkpoint" / "format.json").is_file() else []
+    cmd = [*DIFFLAB, "train", str(ROOT / "configs/video-moving.yaml"), "--out", str(out), "--no-progress", *resume,
+           "--time-limit", str(minutes * 60), "train.threads=1", "train.steps=1000000",
+           f"data.image_frames={image_frames}", *options]  # fmt: skip
+    print("$", " ".join(cmd[2:]), flush=True)
+    with open(out.with_suffix(".log"), "a") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _seconds(run: Path) -> float:
+    """Training seconds over all sessions of a run (each session's last elapsed time in metrics.jsonl)."""
+    total, last = 0.0, 0.0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        e = json.loads(line).get("elapsed_s")
+        if e is None:
+            continue
+        if e < last:
+            total += last
+        last = e
+    return total + last
+
+
+def train(args: argparse.Namespace) -> None:
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / "train_command.txt").write_text(command_line("benchmarks/video.py") + "\n")
+    procs = [_train(runs / f"joint-{k}", args.minutes, k, args.train_options) for k in IMAGE_FRAMES]
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("a training run failed: see the .log files beside the runs")
+    for k in IMAGE_FRAMES:
+        s = json.loads((runs / f"joint-{k}" / "summary.json").read_text())
+        print(f"joint-{k}: {s['step']} updates in {_seconds(runs / f'joint-{k}'):.0f} s ({s['status']})")
+
+
+def _test_videos(n: int, start: int = 0):
+    """(videos (n, 1, 64, 32, 32), classes (n,), item counts (n,)) of real test videos."""
+    import torch
+
+    from difflab.data import MovingItems
+
+    data = MovingItems("test", n=start + n, frames=LONG)
+    items = [data[i] for i in range(start, start + n)]
+    videos = torch.stack([x for x, _ in items])
+    classes = torch.stack([c["class"] for _, c in items])
+    counts = torch.stack([(c["labels"] >= 0).sum() for _, c in items])
+    return videos, classes, counts
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    import difflab
+    from difflab.data import save_filmstrip
+    from difflab.eval.video import (
+        frame_fd,
+        identity_consistency,
+        motion_error,
+        video_classifier_metadata,
+        video_fd,
+    )
+    from difflab.methods.video import extend, interpolate, linear_interpolate
+
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs)
+    opts = {"sampler": "ddim", "steps": args.steps, "guidance": args.guidance}
+    truth, classes, counts = _test_videos(args.n)
+    floor_videos, _, floor_counts = _test_videos(args.n, start=args.n)
+    reference = _test_videos(max(args.n, 256), start=2 * args.n)[0][:, :, :CLIP]
+
+    def windows(v):  # (B, 1, 48, ...) -> (3B, 1, 16, ...)
+        return v.unflatten(2, (-1, CLIP)).transpose(1, 2).flatten(0, 1)
+
+    floors = {
+        "frame_fd": round(frame_fd(floor_videos[:, :, :CLIP], reference), 4),
+        "fvd": round(video_fd(floor_videos[:, :, :CLIP], reference), 4),
+        "fvd_48": round(video_fd(windows(floor_videos[:, :, CLIP:]), reference), 4),
+        "identity_consistency": round(identity_consistency(floor_videos), 4),
+        "motion_error": round(motion_error(floor_videos, floor_counts), 4),
+        "interpolation_mse": 0.0,
+    }
+    print("floors", json.dumps(floors), flush=True)
+
+    joint, seconds = [], {}
+    for k in IMAGE_FRAMES:
+        run = runs / f"joint-{k}"
+        if not run.is_dir():
+            continue
+        stage = difflab.load(run, device=args.device)
+        t0 = time.perf_counter()
+        x = stage.sample(args.n, labels=classes, seed=0, **opts)
+        seconds[f"joint-{k}"] = (time.perf_counter() - t0) / args.n
+        scores = {"frame_fd": round(frame_fd(x, reference), 4), "fvd": round(video_fd(x, reference), 4)}
+        joint.append({"image_frames": k, "updates": int(stage.meta["step"]), **scores})
+        print(json.dumps(joint[-1]), flush=True)
+
+    stage = difflab.load(runs / args.extend_run, device=args.device)
+    given = truth[:, :, :CLIP]
+    extension, strips = [], {"truth": truth[:1]}
+    variants = [("reconstruction", w) for w in args.weights] + [("replacement", None)]
+    for method, weight in variants:
+        t0 = time.perf_counter()
+        x = extend(stage, given, LONG, context=CONTEXT, method=method, weight=weight or 0.0, labels=classes, seed=1,
+                   **opts).clamp(-1, 1)  # fmt: skip
+        extension.append({
+            "method": method, "weight": weight, "frames": LONG,
+            "identity_consistency": round(identity_consistency(x), 4),
+            "motion_error": round(motion_error(x, counts), 4),
+            "fvd": round(video_fd(windows(x[:, :, CLIP:]), reference), 4),
+            "seconds_per_video": round((time.perf_counter() - t0) / args.n, 2),
+        })  # fmt: skip
+        strips[f"{method} {weight or ''}".strip()] = x[:1]
+        print(json.dumps(extension[-1]), flush=True)
+
+    low = truth[:, :, : CLIP + 1 : FACTOR]  # 5 frames at a quarter of the rate
+    real = truth[:, :, : CLIP + 1]
+    between = torch.ones(CLIP + 1, dtype=torch.bool)
+    between[::FACTOR] = False
+    interpolation = []
+    for method in ("reconstruction", "replacement", "linear"):
+        if method == "linear":
+            x = linear_interpolate(low, FACTOR)
+        else:
+            x = interpolate(stage, low, FACTOR, method=method, weight=2.0, labels=classes, seed=2, **opts)
+        x = x.clamp(-1, 1)
+        interpolation.append({
+            "method": method, "weight": 2.0 if method == "reconstruction" else None,
+            "mse": round(float((x[:, :, between] - real[:, :, between]).pow(2).mean()), 5),
+            "fvd": round(video_fd(x[:, :, :CLIP], reference), 4),
+        })  # fmt: skip
+        print(json.dumps(interpolation[-1]), flush=True)
+
+    image = ROOT / "docs" / "images" / "video-extension.png"
+    order = ["truth", *[k for k in strips if k != "truth"]]
+    save_filmstrip(torch.cat([strips[k] for k in order])[:, :, ::4], image)
+    meta = video_classifier_metadata()
+    result = {
+        "command": command_line("benchmarks/video.py"),
+        "train_command": (runs / "train_command.txt").read_text().strip()
+        if (runs / "train_command.txt").is_file() else "unknown",
+        "machine": machine_info(),
+        "date": date.today().isoformat(),
+        "classifier_accuracy": meta.get("accuracy", {}),
+        "videos": args.n, "sampler": f"ddim, {args.steps} steps, guidance {args.guidance}",
+        "extend_run": args.extend_run,
+        "floors": floors,
+        "train": {f"joint-{k}": {"updates": json.loads((runs / f"joint-{k}/summary.json").read_text())["step"],
+                                 "seconds": round(_seconds(runs / f"joint-{k}"), 1)}
+                  for k in IMAGE_FRAMES if (runs / f"joint-{k}/summary.json").is_file()},
+        "seconds_per_clip": {k: round(v, 3) for k, v in seconds.items()},
+        "extension": extension,
+        "joint": joint,
+        "interpolation": interpolation,
+        "filmstrip": {"path": "docs/images/video-extension.png", "rows": order, "every": 4},
+    }  # fmt: skip
+    print(f"wrote {write_result('video', result)}")
+
+
+def render_video(data: dict) -> str:
+    """The RESULTS.md section: floors, joint training, extension and interpolation tables."""
+    from report import table
+
+    f = data["floors"]
+    out = [
+        f"Trained by `{data.get('train_command', 'unknown')}`; scored by `{data['command']}` on {data['videos']} "
+        f"test videos ({data['sampler']}). Video classifier on real test clips: {data['classifier_accuracy']}.",
+        "",
+        table(["stage", "updates", "train s", "s per clip"],
+              [[k, v["updates"], v["seconds"], data["seconds_per_clip"].get(k, "-")]
+               for k, v in data["train"].items()]),
+        "",
+        "Joint image-video training (equal wall time):",
+        "",
+        table(["image frames per clip", "frame FD", "video FD"],
+              [[r["image_frames"], r["frame_fd"], r["fvd"]] for r in data["joint"]]
+              + [["real floor", f["frame_fd"], f["fvd"]]]),
+        "",
+        f"Extension from 16 to 64 frames ({data['extend_run']}; video FD of the 48 new frames):",
+        "",
+        table(["method", "weight", "identity consistency", "motion error (px)", "video FD", "s per video"],
+              [[r["method"], r["weight"] if r["weight"] is not None else "-", r["identity_consistency"],
+                r["motion_error"], r["fvd"], r["seconds_per_video"]] for r in data["extension"]]
+              + [["real videos", "-", f["identity_consistency"], f["motion_error"], f["fvd_48"], "-"]]),
+        "",
+        "Interpolation 4x (MSE of the generated in-between frames; video FD of the first 16 frames):",
+        "",
+        table(["method", "MSE", "video FD"], [[r["method"], r["mse"], r["fvd"]] for r in data["interpolation"]]),
+        "",
+        f"![extension filmstrip](images/video-extension.png) Rows: {', '.join(data['filmstrip']['rows'])}; "
+        "every 4th frame.",
+    ]  # fmt: skip
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=("train", "eval"))
+    p.add_argument("--runs", default="runs/video", help="folder of the runs (default: %(default)s)")
+    p.add_argument("--minutes", type=float, default=120.0, help="wall time of each run (default: %(default)s)")
+    p.add_argument("--n", type=int, default=32, help="videos per score (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps per clip (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight (default: 2)")
+    p.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 5.0], help="reconstruction weights")
+    p.add_argument("--extend-run", default="joint-0", help="run under --runs that extends and interpolates")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="device the video stages sample on (default: cpu)")
+    p.add_argument("--train-options", nargs="*", default=[], metavar="KEY=VALUE", help="train: config overrides")
+    args = p.parse_args()
+    train(args) if args.what == "train" else evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
