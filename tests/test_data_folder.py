@@ -148,3 +148,100 @@ def test_thirty_two_bit_images_are_skipped_with_the_reason(tmp_path) -> None:
     reasons = dict(ds.skipped)
     assert "32-bit floating-point image (mode F)" in reasons[str(tmp_path / "f.tif")]
     assert "32-bit integer image (mode I)" in reasons[str(tmp_path / "i.tif")]
+
+
+# --- channels and size inferred from the images ----------------------------------------------------------------
+
+
+def _grey_folder(root, n=4, size=(25, 25)):
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, size[::-1], dtype=np.uint8)).save(root / f"g{i}.png")
+    return root
+
+
+def _messages(record) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, dd.DataWarning)]
+
+
+def test_greyscale_images_keep_their_channels_and_size(tmp_path) -> None:
+    root = _grey_folder(tmp_path / "faces")  # the issue: 25x25 greyscale PNGs came out as 3 x 64 x 64
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = dd.get_dataset("image-folder", root=root)
+    assert ds[0][0].shape == (1, 25, 25) and ds.inferred == {"channels": 1, "size": 25}
+    assert ds.info.channels == 1 and ds.info.size == 25
+    msgs = _messages(rec)
+    assert len(msgs) == 1, msgs  # one notice, and no warning: the images are not changed
+    assert "chose channels=1 (every image is greyscale) and size=25 (every image is 25x25)" in msgs[0]
+    k = dd.ImageFolder(root, discrete=True)[0][0]
+    assert torch.equal(k[0], torch.from_numpy(np.array(Image.open(root / "g0.png"))))  # pixels untouched
+
+
+def test_inferred_size_is_cropped_to_a_multiple_the_unet_takes(tmp_path) -> None:
+    root = _grey_folder(tmp_path / "faces")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = dd.ImageFolder(root, size_multiple=4, discrete=True)
+    assert ds.inferred == {"channels": 1, "size": 24, "resize": 25}  # one pixel cropped away, no resampling
+    assert "size=24 (every image is 25x25; centre-cropped to a multiple of 4" in _messages(rec)[0]
+    assert len(_messages(rec)) == 1
+    full = np.array(Image.open(root / "g0.png"))
+    assert torch.equal(ds[0][0][0], torch.from_numpy(full[:24, :24]))  # (25 - 24) // 2 = 0: the first 24 rows
+    small = dd.ImageFolder(root, size_multiple=16)  # 25 -> 16 would crop 59%: shrunk instead
+    assert small.inferred == {"channels": 1, "size": 16} and small.resize == 16
+    tiny = _grey_folder(tmp_path / "tiny", size=(5, 5))
+    with pytest.warns(dd.DataWarning, match=r"4 of 4 images are enlarged to 8 pixels"):
+        assert dd.ImageFolder(tiny, size_multiple=8).size == 8  # only images below the multiple grow
+
+
+def test_colour_and_mixed_sizes_are_inferred_from_the_majority(tmp_path) -> None:
+    root = _grey_folder(tmp_path / "mix", n=3, size=(32, 32))
+    _save(root / "c.png", RED, size=(32, 48))  # one colour image, shorter side 32
+    _save(root / "s.png", BLUE, size=(20, 20))  # smaller than the rest
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = dd.ImageFolder(root)
+    assert ds.inferred == {"channels": 3, "size": 32} and ds[0][0].shape == (3, 32, 32)
+    notice, changes = _messages(rec)
+    assert "channels=3 (2 of 5 images are in colour)" in notice
+    assert "size=32 (the most common shorter side, 32 (4 of 5 images; 20 to 32))" in notice
+    assert "1 of 5 images are enlarged to 32 pixels" in changes and "s.png, 20x20" in changes
+    assert "the 32x32 crop cuts away more than 10% of 1 of 5 images (most: " in changes
+    assert "c.png, 32x48, keeps 67%)" in changes
+
+
+def test_explicit_options_work_as_before_and_warn_when_they_change_the_images(tmp_path) -> None:
+    root = _grey_folder(tmp_path / "faces")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = dd.ImageFolder(root, size=64, channels=3)
+    assert ds[0][0].shape == (3, 64, 64) and ds.inferred == {}
+    msgs = _messages(rec)
+    assert len(msgs) == 1 and "chose" not in msgs[0] and "4 of 4 images are enlarged to 64 pixels" in msgs[0]
+    colour = tmp_path / "colour"
+    _save(colour / "a.png", RED, size=(16, 16))
+    with pytest.warns(dd.DataWarning, match=r"1 of 1 colour images become grey \(channels=1"):
+        assert dd.ImageFolder(colour, channels=1)[0][0].shape == (1, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dd.DataWarning)  # nothing to say: given, and the images fit
+        assert dd.ImageFolder(colour, size=16, channels=3)[0][0].shape == (3, 16, 16)
+        assert dd.ImageFolder(colour, size=8, channels=3).resize == 8  # shrinking is not a change worth a warning
+
+
+def test_the_trainer_infers_a_size_its_unet_takes_and_records_it(tmp_path) -> None:
+    from difflab.train.config import RunConfig
+    from difflab.train.stage import ImageDiffusion
+
+    root = _grey_folder(tmp_path / "faces", size=(25, 25))
+    cfg = RunConfig.from_dict(
+        {"model": {"channels": 8, "channel_mult": [1, 2, 2], "heads": 2, "norm_groups": 4},
+         "data": {"name": "image-folder", "options": {"root": str(root)}}}
+    )  # fmt: skip
+    with pytest.warns(dd.DataWarning, match="size=24"):
+        data = ImageDiffusion(cfg).dataset()  # 2 down-samplings: a multiple of 4
+    assert data[0][0].shape == (1, 24, 24)
+    assert cfg.data.options == {"root": str(root), "channels": 1, "size": 24, "resize": 25}
+    cfg.data.shrink = 2  # a cascade's base stage at half size: a multiple of 8
+    assert ImageDiffusion(cfg).size_multiple() == 8

@@ -32,6 +32,8 @@ from torch import Tensor
 diffusers = pytest.importorskip("diffusers")
 
 from difflab.diffusion import (  # noqa: E402
+    BetaSchedule,
+    CosineSchedule,
     LinearBetaSchedule,
     ddim,
     ddim_step,
@@ -367,3 +369,108 @@ def test_dpmpp_2m_finite_end_matches_diffusers(steps, lower_order_final):
     if steps < 15:  # the setting matters here, so a mismatch in it would show
         other = dpmpp_2m(make_denoiser(net, "v"), z0, lams, lower_order_final=not lower_order_final)
         assert scaled_error(other, z) > 1e-4
+
+
+# -- docs/diffusion.md, "From diffusers": beta schedules and timestep spacings as difflab grids -------------------
+
+BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
+
+
+def spaced(beta_schedule: str, spacing: str, steps: int, **kw):
+    s = diffusers.DDIMScheduler(
+        num_train_timesteps=N_TRAIN, beta_schedule=beta_schedule, timestep_spacing=spacing, clip_sample=False, **kw
+    )
+    s.set_timesteps(steps)
+    return s
+
+
+def visited_lams(sched) -> Tensor:
+    """The log-SNR of each timestep a diffusers scheduler visits (float64, from its betas), then +inf."""
+    ac = torch.cumprod(1.0 - sched.betas.double(), 0)[sched.timesteps.long()]
+    return torch.cat([torch.log(ac) - torch.log1p(-ac), torch.tensor([math.inf], dtype=torch.float64)])
+
+
+@pytest.mark.parametrize("beta_schedule", BETA_SCHEDULES)
+def test_beta_schedule_of_diffusers_is_a_beta_schedule(beta_schedule):
+    sched = spaced(beta_schedule, "trailing", 10)
+    ours = BetaSchedule(sched.betas.double())
+    assert torch.allclose(ours.alphas_cumprod, sched.alphas_cumprod.double(), rtol=1e-5, atol=0)  # its float32 table
+    if beta_schedule == "linear":
+        assert torch.allclose(LinearBetaSchedule().betas, sched.betas.double(), rtol=1e-6, atol=0)
+    else:  # the discrete cosine schedule of Nichol & Dhariwal, as docs/diffusion.md states it
+        t = torch.arange(N_TRAIN + 1, dtype=torch.float64) / N_TRAIN
+        abar = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
+        assert torch.allclose(betas, sched.betas.double(), rtol=1e-6, atol=1e-9)
+        assert not torch.allclose(ours.lam(t[1:]), CosineSchedule().lam(t[1:]), atol=0.1)  # not the continuous one
+
+
+@pytest.mark.parametrize("beta_schedule", BETA_SCHEDULES)
+@pytest.mark.parametrize("steps", [1, 4, 10, 25, 50, 200, 1000])
+def test_trailing_spacing_is_the_default_grid(beta_schedule, steps):
+    """``schedule.lams(n, "t")`` on the 1000-step beta schedule is diffusers' ``trailing`` spacing
+    when n divides 1000: the same log-SNRs, ending at +inf (``set_alpha_to_one=True``)."""
+    sched = spaced(beta_schedule, "trailing", steps)
+    schedule = BetaSchedule(sched.betas.double())
+    ours = schedule.lams(steps, "t")
+    assert ours.shape == (steps + 1,) and math.isinf(ours[-1])
+    assert torch.allclose(ours[:-1], visited_lams(sched)[:-1], rtol=0, atol=1e-9)
+    k = schedule.t_of_lam(ours[:-1]) * N_TRAIN - 1  # back to diffusers' timesteps
+    assert torch.equal(k.round().long(), sched.timesteps.long()) and float((k - k.round()).abs().max()) < 1e-6
+    assert sched.final_alpha_cumprod == 1.0  # +inf: the last step returns x_hat
+    if steps < N_TRAIN:  # DDIM's step k -> k - N // n is the next timestep: the same grid
+        assert int(sched.timesteps[0]) - N_TRAIN // steps == int(sched.timesteps[1] if steps > 1 else -1)
+
+
+@pytest.mark.parametrize("steps", [3, 7, 30])
+def test_trailing_spacing_of_other_step_counts_is_within_half_a_training_step(steps):
+    sched = spaced("squaredcos_cap_v2", "trailing", steps)
+    schedule = BetaSchedule(sched.betas.double())
+    k = schedule.t_of_lam(schedule.lams(steps, "t")[:-1]) * N_TRAIN - 1
+    diff = (k - sched.timesteps.double()).abs()
+    assert float(diff.max()) <= 0.5 + 1e-9 and float(diff.max()) > 0.1  # diffusers rounds, difflab does not
+
+
+@pytest.mark.parametrize("beta_schedule", BETA_SCHEDULES)
+@pytest.mark.parametrize(("steps", "offset"), [(3, 0), (10, 1), (50, 0), (50, 1)])
+def test_leading_spacing(beta_schedule, steps, offset):
+    sched = spaced(beta_schedule, "leading", steps, steps_offset=offset)
+    schedule, r = BetaSchedule(sched.betas.double()), N_TRAIN // steps
+    grid = schedule.lams(
+        steps - 1, "t", t_start=((steps - 1) * r + offset + 1) / N_TRAIN, t_end=(offset + 1) / N_TRAIN,
+        denoise_last=False,
+    )  # fmt: skip
+    ours = torch.cat([grid, torch.tensor([math.inf], dtype=torch.float64)])
+    assert torch.allclose(ours, visited_lams(sched), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("beta_schedule", BETA_SCHEDULES)
+@pytest.mark.parametrize("steps", [4, 10, 28])
+def test_linspace_spacing(beta_schedule, steps):
+    sched = spaced(beta_schedule, "linspace", steps)
+    schedule = BetaSchedule(sched.betas.double())
+    grid = schedule.lams(steps - 1, "t", t_start=1.0, t_end=1 / N_TRAIN, denoise_last=False)
+    ours = torch.cat([grid, torch.tensor([math.inf], dtype=torch.float64)])
+    assert torch.allclose(ours, visited_lams(sched), rtol=0, atol=1e-9)
+    assert int(sched.timesteps[0]) - N_TRAIN // steps != int(sched.timesteps[1])  # DDIM steps off its own list
+
+
+def test_set_alpha_to_one_false_ends_at_lam_max():
+    sched = spaced("squaredcos_cap_v2", "leading", 10, set_alpha_to_one=False)
+    lam_max = BetaSchedule(sched.betas.double()).lam_max  # alphas_cumprod[0] = sigmoid(lam_max), float32 there
+    assert float(sched.final_alpha_cumprod) == pytest.approx(float(torch.sigmoid(torch.tensor(lam_max))), rel=1e-6)
+
+
+def test_ddim_loop_on_trailing_cosine_betas_matches_diffusers():
+    """The whole DDIM loop, float64 tables: diffusers' trailing spacing on squaredcos_cap_v2 betas and
+    difflab's ``ddim`` on ``BetaSchedule(betas).lams(10)`` are the same computation."""
+    sched = spaced("squaredcos_cap_v2", "trailing", 10, set_alpha_to_one=True)
+    sched.alphas_cumprod = torch.cumprod(1.0 - sched.betas.double(), 0)
+    sched.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64)
+    lams = BetaSchedule(sched.betas.double()).lams(10)
+    z0 = start(21, torch.float64)
+    z = z0
+    for k, lam in zip(sched.timesteps.tolist(), lams[:-1].tolist(), strict=True):
+        z = sched.step(model_output(z, lam), k, z).prev_sample
+    ours = ddim(make_denoiser(net, "eps"), z0, lams)
+    assert scaled_error(ours, z) < 1e-11

@@ -77,6 +77,25 @@ def test_eval_prints_one_json_object(run, capsys):
     assert result["n_samples"] == 12 and result["steps"] == 2
 
 
+def test_eval_checks_its_feature_net_before_sampling(run, monkeypatch, capsys):
+    import importlib
+
+    import difflab.commands
+
+    scoring = importlib.import_module("difflab.eval.evaluate")  # the module, not the function of that name
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before checking the feature net")
+
+    def missing(name):
+        raise FileNotFoundError(f"feature net file {name}.safetensors is missing")
+
+    monkeypatch.setattr(difflab.commands, "_draw", no_sampling)
+    monkeypatch.setattr(scoring, "cached_feature_net", missing)
+    assert cli.main(["eval", str(run / "run"), "--n", "12"]) == 2
+    assert "feature net file digits.safetensors is missing" in _error(capsys)
+
+
 def test_cli_errors_are_one_line(run, tmp_path, capsys):
     cfg = run / "tiny.yaml"
     assert cli.main(["train", str(cfg), "--out", str(run / "run")]) == 2

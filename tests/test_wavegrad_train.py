@@ -123,7 +123,7 @@ def test_fit_schedule_ends_the_decay_at_the_time_limit(tones, tmp_path):
     cfg.train.decay, cfg.train.warmup, cfg.train.final_lr_ratio, cfg.train.log_every = "cosine", 5, 0.0, 1
     with pytest.raises(ValueError, match="time limit"):
         train_wavegrad(cfg, tmp_path / "no-limit", fit_schedule=True)
-    res, tr = train_wavegrad(cfg, tmp_path / "fit", time_limit=4.0, fit_schedule=True)
+    res, tr = train_wavegrad(cfg, tmp_path / "fit", time_limit=8.0, fit_schedule=True)
     fitted = tr.cfg.train.steps
     assert tr.method.CALIB_WARM + tr.method.CALIB_TIMED < fitted < 100_000  # measured, not the configured 100,000
     assert res.status in ("done", "time-limit") and res.exit_code == 0 and res.step <= fitted
@@ -185,3 +185,15 @@ def test_vocode_cli_length_schedule_threads_device_and_format(trained, tmp_path,
     assert "invalid choice: 'gpu'" in capsys.readouterr().err
     assert main(["wavegrad-search", str(trained), "--device", "gpu"]) == 2
     assert "invalid choice: 'gpu'" in capsys.readouterr().err
+
+
+def test_wavegrad_train_config_errors_name_their_source(tmp_path, capsys) -> None:
+    """A bad value of the WaveGrad model section names the override that set it, as difflab train does."""
+    from difflab.cli import main
+
+    argv = ["wavegrad-train", "configs/wavegrad-small.yaml", "model.in_channels=abc", "train.steps=1",
+            "--out", str(tmp_path / "never")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("difflab: error: override 'model.in_channels=abc': config key model.in_channels"), err
+    assert not (tmp_path / "never" / "checkpoint").exists()

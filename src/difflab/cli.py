@@ -106,7 +106,10 @@ COMMANDS: dict[str, Command] = {
         help="score a trained run: FD (with its floor), precision, recall, class accuracy",
         description=(
             "Samples --n images from RUN (or reads --samples) and scores them with difflab.eval.evaluate "
-            "against the run's dataset. --json prints one JSON object."
+            "against the run's dataset. Digits and Fashion-MNIST use the feature nets shipped with difflab; any "
+            "other image data set (an image folder) a net trained on its images the first time, with a progress "
+            "bar, and cached under ~/.cache/difflab/features (DIFFLAB_CACHE). The data and the feature net are "
+            "checked before sampling. --json prints one JSON object."
         ),
         where="difflab.commands:eval",
     ),

@@ -325,6 +325,27 @@ def _scene_prompts(args: argparse.Namespace, dataset: str) -> Tensor:
     return torch.stack([c["labels"] for c in conds])
 
 
+def _prepare_scoring(args: argparse.Namespace, cfg: Any, stage: LoadedStage, n: int) -> None:
+    """Read the real data and load (or train, once) the feature net before any sample is drawn."""
+    import torch
+
+    from .eval import prepare_evaluation
+    from .train.stage import crop_padding
+
+    shape = tuple(crop_padding(torch.zeros(1, *stage.image_shape), cfg).shape[1:])
+    if len(shape) != 3:
+        raise ValueError(f"difflab eval scores image stages; this one makes {shape} items (videos: see docs/video.md)")
+    done = prepare_evaluation(
+        cfg.data.name, cfg.data.options, n_samples=n, sample_shape=shape, progress=True if args.progress else None
+    )
+    if done.get("trained_now"):
+        print(
+            f"difflab: trained a feature net on this run's data in {done['train_seconds']} s (task accuracy "
+            f"{done['task_accuracy']}); cached in {done['feature_net_path']}",
+            file=sys.stderr,
+        )
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """``difflab eval RUN``: sample (or read ``--samples``) and score with ``difflab.eval.evaluate``."""
     try:
@@ -342,7 +363,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.samples:
         x, labels = load_samples(Path(args.samples))
         info["samples_file"] = str(args.samples)
-    else:
+    if not captioned:  # everything that can fail (data, feature net) before sampling
+        _prepare_scoring(args, cfg, stage, len(x) if args.samples else args.n)
+    if not args.samples:
         t0 = time.perf_counter()
         x, labels = _draw(args, cascade, args.n)
         info.update(
@@ -359,7 +382,8 @@ def run_eval(args: argparse.Namespace) -> int:
         scores = {k: rates[k] for k in ("alignment", "item", "colour", "position")}
         scores["scene_fd"] = scene_fd(x, args.split)
     else:
-        scores = evaluate(x, cfg.data.name, labels=labels if "class" in cascade.stages[0].conditions else None)
+        conditional = "class" in cascade.stages[0].conditions
+        scores = evaluate(x, cfg.data.name, labels=labels if conditional else None, options=cfg.data.options)
     result = {**scores, **info}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,19 @@ Transform: convert to RGB (``channels=3``; transparency composited on white) or 
 (``channels=1``), resize the shorter side to ``resize`` (default ``size``; Pillow bicubic, which
 antialiases), then a ``size`` x ``size`` centre or random crop and an optional random flip.
 Random crops and flips use torch's global RNG, which DataLoader seeds per worker from its generator.
+
+Inferred options. ``channels`` and ``size`` left out (None) are read off the images' headers
+during the scan: ``channels=1`` when every image is greyscale (modes 1, L, LA, I, 16-bit, or a
+palette of greys), else 3; ``size`` from the images' shorter side (the one they all share, else
+the most common one; ties go to the smaller), rounded down to a multiple of ``size_multiple``
+(the trainer passes what its U-Net needs, ``2 ** num_down``): by a centre crop when that keeps
+at least ``1 - CROP_WARN`` of the area (``resize`` stays at that side, no resampling), else by
+shrinking; only images smaller than ``size_multiple`` are enlarged to it.
+What was chosen is said in one ``DataWarning`` and kept in ``inferred`` (the trainer writes it
+into the run's ``data.options``, so sampling and evaluation rebuild the same images). Whether
+chosen or given, one more ``DataWarning`` says when the transform changes the images
+noticeably: images enlarged (their shorter side below ``resize``), colour images turned grey
+(``channels=1``), or a centre crop that cuts away more than ``CROP_WARN`` of an image's area.
 """
 
 from __future__ import annotations
@@ -40,6 +53,8 @@ from torch import Tensor
 from .base import DatasetInfo, ImageDataset, SkipCounter
 
 SPLITS = ("train", "test")
+CROP_WARN = 0.1  # warn when the centre crop cuts away more than this share of an image's area
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})  # and every "I;16..." mode
 
 
 def image_extensions() -> frozenset[str]:
@@ -86,7 +101,8 @@ class ImageFolder(ImageDataset):
     """A folder of images as (C, size, size) tensors in [-1, 1] with class labels (see module doc).
 
     Attributes: ``files`` (readable image paths), ``targets`` (their labels), ``class_names``,
-    ``skipped`` (list of (path, reason) for unreadable files), ``num_ignored`` (non-image files).
+    ``skipped`` (list of (path, reason) for unreadable files), ``num_ignored`` (non-image files),
+    ``inferred`` (the options chosen from the images: channels, size, resize; see the module doc).
     """
 
     def __init__(
@@ -94,24 +110,27 @@ class ImageFolder(ImageDataset):
         root: str | os.PathLike[str],
         split: str = "train",
         *,
-        size: int = 64,
+        size: int | None = None,
         resize: int | None = None,
         crop: Literal["center", "random"] = "center",
-        channels: Literal[1, 3] = 3,
+        channels: Literal[1, 3] | None = None,
         flip: bool = False,
         discrete: bool = False,
         test_fraction: float = 0.0,
         verify: Literal["header", "decode"] = "header",
         progress: bool | None = None,
+        size_multiple: int = 1,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-        if size < 1 or (resize is not None and resize < size):
+        if (size is not None and size < 1) or (resize is not None and resize < (size or 1)):
             raise ValueError(f"need size >= 1 and resize >= size, got size={size}, resize={resize}")
+        if size_multiple < 1:
+            raise ValueError(f"size_multiple must be >= 1, got {size_multiple}")
         if crop not in ("center", "random"):
             raise ValueError(f"crop must be 'center' or 'random', got {crop!r}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        if channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1 or 3 (or left out: inferred), got {channels!r}")
         if verify not in ("header", "decode"):
             raise ValueError(f"verify must be 'header' or 'decode', got {verify!r}")
         if not 0.0 <= test_fraction < 1.0:
@@ -119,8 +138,8 @@ class ImageFolder(ImageDataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist or is not a folder")
-        self.split, self.size, self.resize = split, int(size), int(resize or size)
-        self.crop, self.channels, self.flip, self.discrete = crop, channels, bool(flip), bool(discrete)
+        self.split = split
+        self.crop, self.flip, self.discrete = crop, bool(flip), bool(discrete)
         self.levels = 256
 
         base, hashed = self.root, test_fraction > 0
@@ -151,11 +170,15 @@ class ImageFolder(ImageDataset):
         self._skips = SkipCounter(f"image-folder {self.root}")
         self.files: list[Path] = []
         self.targets: list[int] = []
+        dims: list[tuple[int, int]] = []
+        greys: list[bool] = []
         for path, label in self._progress(candidates, progress):
-            reason = _check_image(path, full=verify == "decode")
+            reason, wh, grey = _inspect_image(path, full=verify == "decode")
             if reason is None:
                 self.files.append(path)
                 self.targets.append(label)
+                dims.append(wh)
+                greys.append(grey)
             else:
                 self._skips.add(str(path), reason)
         if self._skips.skipped:
@@ -168,6 +191,85 @@ class ImageFolder(ImageDataset):
                 f"no readable images under {base} (split {split!r}; {len(self._skips.skipped)} unreadable, "
                 f"{self.num_ignored} non-image files)"
             )
+        self.inferred: dict[str, int] = {}
+        self._choose_shape(size, resize, channels, size_multiple, dims, greys)
+
+    def _choose_shape(
+        self,
+        size: int | None,
+        resize: int | None,
+        channels: int | None,
+        multiple: int,
+        dims: list[tuple[int, int]],
+        greys: list[bool],
+    ) -> None:
+        """Set ``size``, ``resize`` and ``channels`` (inferring those left out, with one notice), then
+        warn once if the transform enlarges images, turns colour grey or crops much away (module doc)."""
+        from collections import Counter
+
+        n, notes = len(dims), []
+        if channels is None:
+            colour = n - sum(greys)
+            channels = 3 if colour else 1
+            why = "every image is greyscale" if not colour else f"{colour} of {n} images are in colour"
+            self.inferred["channels"] = channels
+            notes.append(f"channels={channels} ({why})")
+        if size is None:
+            shorts = Counter(min(w, h) for w, h in dims)
+            side = resize if resize is not None else min(shorts, key=lambda s: (-shorts[s], s))
+            size = side // multiple * multiple if side >= multiple else multiple
+            if resize is None:  # a small excess is cropped away, a larger one resampled: never enlarge
+                resize = side if size < side and (size / side) ** 2 >= 1.0 - CROP_WARN else size
+            self.inferred["size"] = size
+            if len(set(dims)) == 1:
+                why = f"every image is {dims[0][0]}x{dims[0][1]}"
+            elif len(shorts) == 1:
+                why = f"every image's shorter side is {side}"
+            else:
+                spread = f"{min(shorts)} to {max(shorts)}"
+                why = f"the most common shorter side, {side} ({shorts[side]} of {n} images; {spread})"
+            if size != side:
+                how = "enlarged" if size > side else "centre-cropped" if resize == side else "shrunk"
+                why += f"; {how} to a multiple of {multiple}, what the U-Net takes"
+            if resize != size:
+                self.inferred["resize"] = resize
+            notes.append(f"size={size} ({why})")
+        self.size, self.resize, self.channels = int(size), int(resize or size), int(channels)
+        if notes:
+            hint = "; on a CPU, size=64 or less trains much faster" if self.size > 128 else ""
+            how = "pass size= / channels= (data.options in a run config) to choose otherwise"
+            self._skips.warn_once("infer", f"chose {' and '.join(notes)}; {how}{hint}")
+        self._warn_changes(dims, greys)
+
+    def _warn_changes(self, dims: list[tuple[int, int]], greys: list[bool]) -> None:
+        """One DataWarning naming every noticeable change the transform makes (module doc)."""
+        n, changes = len(dims), []
+        small = [i for i, (w, h) in enumerate(dims) if min(w, h) < self.resize]
+        if small:
+            w, h = dims[small[0]]
+            changes.append(
+                f"{len(small)} of {n} images are enlarged to {self.resize} pixels on their shorter side, "
+                f"which blurs them (first: {self.files[small[0]]}, {w}x{h})"
+            )
+        if self.channels == 1 and not all(greys):
+            colour = [i for i, g in enumerate(greys) if not g]
+            first = self.files[colour[0]]
+            changes.append(f"{len(colour)} of {n} colour images become grey (channels=1; first: {first})")
+        kept = []
+        for w, h in dims:
+            short, long = min(w, h), max(w, h)
+            long_scaled = max(self.resize, round(long * self.resize / short))
+            kept.append(self.size * self.size / (self.resize * long_scaled))
+        cropped = [i for i, k in enumerate(kept) if k < 1.0 - CROP_WARN]
+        if cropped:
+            worst = min(cropped, key=lambda i: kept[i])
+            w, h = dims[worst]
+            changes.append(
+                f"the {self.size}x{self.size} crop cuts away more than {CROP_WARN:.0%} of {len(cropped)} of {n} "
+                f"images (most: {self.files[worst]}, {w}x{h}, keeps {kept[worst]:.0%})"
+            )
+        if changes:
+            self._skips.warn_once("changes", "; ".join(changes))
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -272,19 +374,43 @@ def _sixteen_to_eight(im: Any) -> Any:
     return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8))  # exact rounding: 65535 is odd
 
 
-def _check_image(path: Path, full: bool) -> str | None:
-    """None if Pillow can open (and verify, or fully decode) ``path``, else the reason it cannot."""
+def _is_grey(im: Any) -> bool:
+    """Whether an opened Pillow image holds grey levels only (by its mode, or its palette's colours)."""
+    if im.mode in GREY_MODES or im.mode.startswith("I;16"):
+        return True
+    if im.mode in ("P", "PA"):
+        try:
+            raw, mode = bytes(im.palette.palette), im.palette.mode
+            step = len(mode)
+            if mode not in ("RGB", "RGBA") or not raw:
+                return False
+            return all(raw[i] == raw[i + 1] == raw[i + 2] for i in range(0, len(raw) - 2, step))
+        except Exception:  # no readable palette: treat as colour
+            return False
+    return False
+
+
+def _inspect_image(path: Path, full: bool) -> tuple[str | None, tuple[int, int], bool]:
+    """(None if Pillow can open and verify, or fully decode, ``path``, else the reason it cannot;
+    its (width, height); whether it is greyscale), all from one opening."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            wh, grey = (int(im.size[0]), int(im.size[1])), _is_grey(im)
             if _bit_depth(im) == 32:
                 kind = "floating-point" if im.mode == "F" else "integer"
-                return f"a 32-bit {kind} image (mode {im.mode}) has no agreed range; image-folder reads 1- to 16-bit"
+                reason = f"a 32-bit {kind} image (mode {im.mode}) has no agreed range; image-folder reads 1- to 16-bit"
+                return reason, wh, grey
             if full:
                 im.load()
             else:
                 im.verify()
     except Exception as e:  # Pillow raises many exception types for bad files
-        return f"{type(e).__name__}: {e}"
-    return None
+        return f"{type(e).__name__}: {e}", (0, 0), False
+    return None, wh, grey
+
+
+def _check_image(path: Path, full: bool) -> str | None:
+    """None if Pillow can open (and verify, or fully decode) ``path``, else the reason it cannot."""
+    return _inspect_image(path, full)[0]

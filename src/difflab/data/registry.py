@@ -45,7 +45,8 @@ _INFO: dict[str, DatasetInfo] = {
     ),
     "image-folder": DatasetInfo(
         name="image-folder",
-        summary="Pillow-readable images under root=, one sub-folder per class (size=, channels= options)",
+        summary="Pillow-readable images under root=, one sub-folder per class (size=, channels= options; inferred "
+        "from the images when left out)",
         channels=None, size=None, levels=256, num_classes=None,
     ),
     "moving-items": DatasetInfo(

@@ -5,6 +5,12 @@ and compares them with a fixed reference set of real training images. Because FD
 for finite sample counts, it also reports ``fd_floor``: the FD between the same reference set and
 as many *real test* images as there are samples -- what a perfect generator would score. Reference
 and floor features are cached per process, so sweeps (metric vs. sampling steps) pay for them once.
+
+Every other image data set (``evaluate(samples, "image-folder", options={"root": ...})``) is scored
+in the features of a net that difflab trains on that data the first time and caches by the data's
+content (:mod:`.generic`: the task, the cache and how its floor is formed). ``prepare_evaluation``
+does everything that can fail -- reading the data, loading or training the feature net, the
+reference features and the floor -- so that a command can call it before spending time on sampling.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .featurenet import FeatureNet, class_accuracy, feature_net_metadata, features, load_feature_net
+from .featurenet import FEATURE_NETS, FeatureNet, class_accuracy, feature_net_metadata, features, load_feature_net
 from .metrics import frechet_distance, precision_recall
 
 _FEATURE_CACHE: dict[tuple[str, str, int, int], Tensor] = {}
@@ -30,9 +36,12 @@ def cached_feature_net(name: str) -> FeatureNet:
 
 def clear_cache() -> None:
     """Forget the cached reference / floor features and feature nets (e.g. after retraining them)."""
+    from .generic import clear_generic_cache
+
     _FEATURE_CACHE.clear()
     _FLOOR_CACHE.clear()
     cached_feature_net.cache_clear()
+    clear_generic_cache()
 
 
 def real_features(name: str, split: str, n: int | None = None, seed: int = 0, batch_size: int = 500) -> Tensor:
@@ -61,6 +70,51 @@ def fd_floor(name: str, n_samples: int, n_ref: int = 10_000, seed: int = 0) -> t
     return _FLOOR_CACHE[key], n
 
 
+def has_shipped_net(dataset_name: str) -> bool:
+    """Whether ``dataset_name`` is scored with a shipped feature net (else with the generic one)."""
+    return dataset_name in FEATURE_NETS
+
+
+def prepare_evaluation(
+    dataset_name: str,
+    options: dict[str, Any] | None = None,
+    n_samples: int = 1000,
+    sample_shape: tuple[int, ...] | None = None,
+    n_ref: int = 10_000,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Do, and cache, every step of :func:`evaluate` that does not need the samples: load the feature
+    net (or read the data and train the generic one, with a progress bar), read the reference images
+    and compute the floor for ``n_samples`` samples; ``sample_shape`` (C, H, W), if given, must be
+    what the feature net takes. Raises what :func:`evaluate` would; returns which net is used:
+    ``feature_net`` ("generic" or the data set), and for the generic net ``feature_net_path``,
+    ``trained_now`` and ``train_seconds``."""
+    if has_shipped_net(dataset_name):
+        net = cached_feature_net(dataset_name)
+        if sample_shape is not None:
+            net.check_input(torch.zeros(1, *sample_shape))
+        real_features(dataset_name, "train", n_ref, seed)
+        fd_floor(dataset_name, n_samples, n_ref, seed)
+        return {"feature_net": dataset_name}
+    from .generic import generic_reference
+
+    ref = generic_reference(dataset_name, options, n_ref=n_ref, seed=seed, progress=progress)
+    if sample_shape is not None and tuple(sample_shape) != ref.images.data_shape:
+        raise ValueError(
+            f"the model makes images of shape {tuple(sample_shape)}, but {dataset_name!r} holds "
+            f"{ref.images.data_shape}: FD compares images of the data set's own shape"
+        )
+    ref.floor(n_samples)
+    return {
+        "feature_net": "generic",
+        "feature_net_path": str(ref.folder) if ref.folder is not None else None,
+        "trained_now": ref.trained_now,
+        "train_seconds": ref.meta.get("train_seconds"),
+        "task_accuracy": ref.meta.get("task_accuracy"),
+    }
+
+
 def evaluate(
     samples: Tensor,
     dataset_name: str,
@@ -69,6 +123,8 @@ def evaluate(
     k: int = 3,
     seed: int = 0,
     batch_size: int = 500,
+    options: dict[str, Any] | None = None,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Score generated images (N, C, H, W) in [-1, 1] against real ``dataset_name`` images.
 
@@ -82,10 +138,22 @@ def evaluate(
       ``min(N, n_ref)`` reference features (equally large sets, as in the paper);
     - ``class_accuracy``: the feature net's accuracy on ``labels`` (class-conditional samples), if given;
     - ``n_samples``, ``n_ref``, ``n_floor``, ``dataset``, ``feature_net_sha256``.
+
+    Data sets without a shipped net (every one but digits and Fashion-MNIST) are read with
+    ``options`` (``get_dataset``'s, e.g. ``{"root": "path/to/images"}``) and scored with the generic
+    feature net (:mod:`.generic`, trained on first use with a progress bar if ``progress`` allows):
+    the floor then comes from a held-out half of the training images, ``class_accuracy`` from its
+    class x rotation head, and ``feature_net`` ("generic"), ``feature_net_path`` and
+    ``feature_task_accuracy`` are added.
     """
-    net = cached_feature_net(dataset_name)
     if not isinstance(samples, Tensor):
         raise TypeError(f"samples must be a torch.Tensor (N, C, H, W), got {type(samples).__name__}")
+    if not has_shipped_net(dataset_name):
+        from .generic import evaluate_generic, generic_reference
+
+        ref = generic_reference(dataset_name, options, n_ref=n_ref, seed=seed, progress=progress, batch_size=batch_size)
+        return {**evaluate_generic(samples, ref, labels, k, batch_size), "dataset": dataset_name}
+    net = cached_feature_net(dataset_name)
     net.check_input(samples)
     n = samples.shape[0]
     if n <= k:

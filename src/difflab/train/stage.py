@@ -335,7 +335,12 @@ class ImageDiffusion(Method):
         from ..data import Rescaled, get_dataset
 
         d = self.cfg.data
-        data = get_dataset(d.name, split, **d.options)
+        options = dict(d.options)
+        if d.name == "image-folder" and "size" not in options:  # inferred: a size the U-Net takes
+            options.setdefault("size_multiple", self.size_multiple())
+        data = get_dataset(d.name, split, **options)
+        for key, value in getattr(data, "inferred", {}).items():  # written to config.yaml: the same images later
+            d.options.setdefault(key, value)
         if d.shrink > 1 or d.lowres_factor >= 1:
             data = Rescaled(data, d.shrink, d.lowres_factor)
         if d.image_frames > 0:
@@ -351,6 +356,15 @@ class ImageDiffusion(Method):
                 f"{', '.join(getattr(data, 'cond_keys', ())) or 'no conditions'}"
             )
         return data
+
+    def size_multiple(self) -> int:
+        """What an image's side must divide by: ``2 ** num_down`` of the U-Net, times ``data.shrink``
+        (and a multiple of ``data.lowres_factor`` after shrinking)."""
+        from ..nets import UNetConfig
+
+        d = self.cfg.data
+        down = 2 ** from_dict(UNetConfig, self.cfg.model, "model").num_down
+        return d.shrink * math.lcm(down, max(1, d.lowres_factor))
 
     def resolve_model_config(self, dataset: Any) -> dict[str, Any]:
         x, cond = dataset[0]

@@ -64,6 +64,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ...config import ConfigKeyError
     from ...train.config import config_from_args
     from .train import train_wavegrad
 
@@ -73,10 +74,13 @@ def run_train(args: argparse.Namespace) -> int:
     limit = args.minutes * 60 if args.minutes else None
     if args.fit_schedule and limit is None:
         raise ValueError("--fit-schedule needs --minutes (it fits train.steps into that time)")
-    result, trainer = train_wavegrad(
-        cfg, run_dir, resume=args.resume, time_limit=limit, snapshots=snaps, snapshot_weights=keep,
-        fit_schedule=args.fit_schedule,
-    )  # fmt: skip
+    try:
+        result, trainer = train_wavegrad(
+            cfg, run_dir, resume=args.resume, time_limit=limit, snapshots=snaps, snapshot_weights=keep,
+            fit_schedule=args.fit_schedule,
+        )  # fmt: skip
+    except ConfigKeyError as e:  # e.g. model.channels=abc, found when the method checks its model section
+        raise e.located(args.config, args.overrides) from None
     if args.search and result.status in ("done", "time-limit") and trainer.dist.is_main:
         _search(run_dir, args.search, args, trainer.method.corpus.split("val"), trainer.device)
     return result.exit_code
