@@ -122,10 +122,12 @@ def _score(x64, base, labels, split: str, per_caption: int) -> dict:
     from difflab.eval.alignment import alignment_rates, diversity, scene_fd, scene_features
 
     rates = alignment_rates(x64, labels)
+    low = alignment_rates(base.clamp(-1, 1), labels)  # the base stage alone (the classifier reads 16x16 too)
     groups = torch.arange(len(x64)) // per_caption
     return {
         "alignment": round(rates["alignment"], 4),
         "item": round(rates["item"], 4), "colour": round(rates["colour"], 4), "position": round(rates["position"], 4),
+        "base_alignment": round(low["alignment"], 4), "base_position": round(low["position"], 4),
         "fd": round(scene_fd(x64, DATA_SPLIT[split]), 4),
         "diversity": round(diversity(scene_features(x64), groups), 4),
         "saturated": round(float((base.abs() >= 0.99).float().mean()), 4),
@@ -171,15 +173,16 @@ def evaluate(args: argparse.Namespace) -> None:
             if encoder == "minilm" and split == "seen" and args.encoder_guidance in args.guidance:
                 continue  # already in the sweep
             prompts, labels = _prompts(split, args.n, args.per_caption)
-            low, x = cascade(base, prompts, args.encoder_guidance, "dynamic", 0)
+            low, x = cascade(base, prompts, args.encoder_guidance, args.encoder_threshold, 0)
             scores = _score(x, low, labels, split, args.per_caption)
-            report({"encoder": encoder, "guidance": args.encoder_guidance, "threshold": "dynamic", "split": split,
-                    **scores})  # fmt: skip
+            report({"encoder": encoder, "guidance": args.encoder_guidance, "threshold": args.encoder_threshold,
+                    "split": split, **scores})  # fmt: skip
     for seed in args.seeds:  # super-resolution with and without augmentation, the same base samples
         prompts, labels = _prompts("seen", args.n, args.per_caption)
         base = bases["minilm"]
-        low = base.sample(len(prompts), prompts=prompts, guidance=args.encoder_guidance, threshold="dynamic",
-                          steps=args.steps, sampler="ddim", seed=seed).clamp(-1, 1)  # fmt: skip
+        low = base.sample(len(prompts), prompts=prompts, guidance=args.encoder_guidance,
+                          threshold=args.encoder_threshold, steps=args.steps, sampler="ddim", seed=seed)  # fmt: skip
+        low = low.clamp(-1, 1)
         for noise_aug, stage in sr.items():
             for level in args.levels:
                 x = stage.sample(len(prompts), prompts=prompts, cond={"lowres": low}, aug=level, seed=1000 + seed,
@@ -188,6 +191,10 @@ def evaluate(args: argparse.Namespace) -> None:
                                 "fd": round(scene_fd(x, "test"), 4)})  # fmt: skip
                 print(json.dumps(sr_rows[-1]), flush=True)
     meta = scene_classifier_metadata()
+    from difflab.data import Rescaled, get_dataset
+
+    real = Rescaled(get_dataset("scenes", "test"), 4, 0)  # the base stage's 16x16 images
+    real_saturated = float(torch.stack([real[i][0] for i in range(len(real))]).abs().ge(0.99).float().mean())
     result = {
         "command": command_line("benchmarks/imagen.py"),
         "train_command": (runs / "train_command.txt").read_text().strip()
@@ -197,7 +204,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "date": date.today().isoformat(),
         "classifier_accuracy": meta["accuracy"],
         "captions_per_score": args.n, "samples_per_caption": args.per_caption,
-        "encoder_guidance": args.encoder_guidance,
+        "encoder_guidance": args.encoder_guidance, "encoder_threshold": args.encoder_threshold,
         "sampler": f"ddim, {args.steps} steps (base), {args.sr_steps} steps at w = 1 (super-resolution)",
         "sample_aug": f"{args.aug} of t (sweeps); sr_aug rows: the level shown",
         "train": {
@@ -207,6 +214,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "seconds_per_image": {k: round(statistics.median(v), 4) for k, v in seconds.items()},
         "rows": rows,
         "sr_aug": sr_rows,
+        "saturated_real": round(real_saturated, 4),
     }  # fmt: skip
     print(f"wrote {write_result('imagen', result)}")
 
@@ -227,18 +235,19 @@ def render_imagen(data: dict) -> str:
         "",
         f"Seconds per image: {data['seconds_per_image']}.",
         "",
-        "Guidance and thresholding (MiniLM encoder, seen captions):",
+        "Guidance and thresholding (MiniLM encoder, seen captions); saturated: share of base-stage pixels with "
+        f"|x| >= 0.99, {data.get('saturated_real', 'not measured')} for real 16x16 test scenes (black backgrounds):",
         "",
     ]
-    keys = ["alignment", "item", "colour", "position", "fd", "diversity", "saturated"]
+    keys = ["alignment", "item", "colour", "position", "base_alignment", "fd", "diversity", "saturated"]
     sweep = [r for r in data["rows"] if r["encoder"] == "minilm" and r["split"] == "seen"]
     out.append(
         table(["w", "threshold", *keys], [[r["guidance"], r["threshold"], *[r[k] for k in keys]] for r in sweep])
     )
-    out += ["", "Text encoders (dynamic thresholding):", ""]
+    out += ["", f"Text encoders ({data.get('encoder_threshold', 'dynamic')} thresholding):", ""]
     w = data["encoder_guidance"]
     enc = sorted(
-        (r for r in data["rows"] if r["threshold"] == "dynamic" and r["guidance"] == w),
+        (r for r in data["rows"] if r["threshold"] == data.get("encoder_threshold", "dynamic") and r["guidance"] == w),
         key=lambda r: (ENCODERS.index(r["encoder"]), SPLITS.index(r["split"])),
     )
     out.append(table(["encoder", "split", "w", *keys], [[r["encoder"], r["split"], r["guidance"], *[r[k] for k in keys]]
@@ -267,6 +276,11 @@ def main() -> None:
     p.add_argument("--per-caption", type=int, default=4, help="samples per caption")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 8.0, 12.0])
     p.add_argument("--encoder-guidance", type=float, default=5.0)
+    p.add_argument(
+        "--encoder-threshold", choices=("none", "static", "dynamic"), default="none",
+        help="thresholding of the encoder rows and of the base samples fed to the super-resolution stages "
+        "(default: %(default)s; dynamic lifts these scenes' black backgrounds, see docs/text-to-image.md)",
+    )  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5])
     p.add_argument("--aug", type=float, default=0.2, help="sampling augmentation level of the sweeps")

@@ -211,9 +211,12 @@ def render_video(data: dict) -> str:
     from report import table
 
     f = data["floors"]
+    acc = data["classifier_accuracy"]
+    names = {"frame_items": "per-frame items", "video_items": "clip items", "order": "real vs shuffled order"}
+    accuracy = ", ".join(f"{label} {acc[k]:.3f}" for k, label in names.items() if k in acc)
     out = [
         f"Trained by `{data.get('train_command', 'unknown')}`; scored by `{data['command']}` on {data['videos']} "
-        f"test videos ({data['sampler']}). Video classifier on real test clips: {data['classifier_accuracy']}.",
+        f"test videos ({data['sampler']}). Video classifier on real test clips: {accuracy}.",
         "",
         table(["stage", "updates", "train s", "s per clip"],
               [[k, v["updates"], v["seconds"], data["seconds_per_clip"].get(k, "-")]

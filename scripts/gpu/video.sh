@@ -16,7 +16,8 @@ OUT=${OUT:?set OUT}
 W=$OUT/work
 mkdir -p "$W"
 PY=${PYTHON:-python3}
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 DIFFLAB_FASHION_MNIST=$PWD/data-cache/fashion-mnist
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+[ -d data-cache/fashion-mnist ] && export DIFFLAB_FASHION_MNIST=$PWD/data-cache/fashion-mnist
 [ -f data-cache/digits.npz ] && export DIFFLAB_DIGITS=$PWD/data-cache/digits.npz
 RUNS=${VIDEO_RUNS:-runs/video-gpu}
 if [ "${DRY:-0}" = 1 ]; then
