@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -144,6 +145,7 @@ def test_a_reader_sees_one_checkpoint_while_a_writer_replaces_it(tmp_path):
             step += 1
             _save_step(run / "checkpoint", step)
             written.append(step)
+            time.sleep(0.002)  # a busy writer, but not a livelock: a real trainer saves every few minutes
 
     thread = threading.Thread(target=writer)
     thread.start()

@@ -46,7 +46,7 @@ from torch import Tensor
 FORMAT = "difflab-checkpoint"
 VERSION = 1
 WRITE_ID = "write_id"  # key of the write's id in format.json, the safetensors metadata and state.pt
-READ_ATTEMPTS = 8  # reads of a folder that a writer keeps replacing, before giving up
+READ_ATTEMPTS = 12  # reads of a folder that a writer keeps replacing (about 2 s in all), before giving up
 SWAP_WAIT = 0.25  # seconds a reader waits for NAME to reappear while only .NAME.old exists
 T = TypeVar("T")
 
@@ -277,9 +277,9 @@ def _read_consistent(locate: Callable[[], Path], read: Callable[[Path, dict[str,
                 moved = locate() != folder
             except (CheckpointError, OSError):
                 moved = True
-            if attempt + 1 == READ_ATTEMPTS or not (moved or _write_id(folder) != before):
+            if not (moved or _write_id(folder) != before):
                 raise  # the folder did not change: the error is its own
-        time.sleep(0.002 * (attempt + 1))
+        time.sleep(min(0.002 * 2**attempt, 0.2))  # back off: a reader must not starve behind a busy writer
     raise CheckpointError(
         f"{_path_hint(locate)}: replaced by a writer {READ_ATTEMPTS} times while being read; try again"
     )
