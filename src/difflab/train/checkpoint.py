@@ -265,10 +265,11 @@ def _read_consistent(locate: Callable[[], Path], read: Callable[[Path, dict[str,
     every file opened by path in between, and every file found missing, was that write's."""
     for attempt in range(READ_ATTEMPTS):
         folder = locate()
-        before: str | None = None  # the write id of the format.json read (None: unreadable)
+        before = _write_id(folder)  # None: no readable format.json (yet)
         try:
             meta = read_meta(folder)
-            before = str(meta.get(WRITE_ID) or "")
+            if before is None or str(meta.get(WRITE_ID) or "") != before:
+                raise _OtherWrite(f"{folder / 'format.json'}: replaced while being read")
             result = read(folder, meta)
             if _write_id(folder) == before and locate() == folder:
                 return result
