@@ -83,7 +83,8 @@ def _seconds(run: Path) -> float:
 def train(args: argparse.Namespace) -> None:
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
-    (runs / "train_command.txt").write_text(command_line("benchmarks/imagen.py") + "\n")
+    with open(runs / "train_command.txt", "a") as f:  # every session of the runs, in order
+        f.write(command_line("benchmarks/imagen.py") + "\n")
     clip = Path(args.clip)
     if not (clip / "text_encoder.safetensors").is_file():
         _wait(_train("configs/clip-scenes.yaml", clip))
@@ -197,7 +198,7 @@ def evaluate(args: argparse.Namespace) -> None:
     real_saturated = float(torch.stack([real[i][0] for i in range(len(real))]).abs().ge(0.99).float().mean())
     result = {
         "command": command_line("benchmarks/imagen.py"),
-        "train_command": (runs / "train_command.txt").read_text().strip()
+        "train_command": "; then ".join(line for line in (runs / "train_command.txt").read_text().splitlines() if line)
         if (runs / "train_command.txt").is_file()
         else "unknown",
         "machine": machine_info(),

@@ -74,7 +74,8 @@ def _seconds(run: Path) -> float:
 def train(args: argparse.Namespace) -> None:
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
-    (runs / "train_command.txt").write_text(command_line("benchmarks/video.py") + "\n")
+    with open(runs / "train_command.txt", "a") as f:  # every session of the runs, in order
+        f.write(command_line("benchmarks/video.py") + "\n")
     procs = [_train(runs / f"joint-{k}", args.minutes, k, args.train_options) for k in IMAGE_FRAMES]
     if any(p.wait() != 0 for p in procs):
         raise SystemExit("a training run failed: see the .log files beside the runs")
@@ -186,7 +187,7 @@ def evaluate(args: argparse.Namespace) -> None:
     meta = video_classifier_metadata()
     result = {
         "command": command_line("benchmarks/video.py"),
-        "train_command": (runs / "train_command.txt").read_text().strip()
+        "train_command": "; then ".join(line for line in (runs / "train_command.txt").read_text().splitlines() if line)
         if (runs / "train_command.txt").is_file() else "unknown",
         "machine": machine_info(),
         "date": date.today().isoformat(),
