@@ -67,3 +67,30 @@ def write_result(name: str, res: dict) -> Path:
     tmp.replace(out)
     write_report()
     return out
+
+
+def training_seconds(run: Path) -> float:
+    """Training seconds of a run over all its sessions (each session's last elapsed time in metrics.jsonl)."""
+    total, last = 0.0, 0.0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        e = json.loads(line).get("elapsed_s")
+        if e is None:
+            continue
+        if e < last:  # a new session started
+            total += last
+        last = e
+    return total + last
+
+
+def record_train_command(runs: Path, script: str) -> None:
+    """Append this command to ``runs/train_command.txt``: every training session of the runs, in order."""
+    runs.mkdir(parents=True, exist_ok=True)
+    with open(runs / "train_command.txt", "a") as f:
+        f.write(command_line(script) + "\n")
+
+
+def train_commands(runs: Path) -> str:
+    """The training sessions recorded by :func:`record_train_command`, "; then "-joined ("unknown": none)."""
+    path = runs / "train_command.txt"
+    lines = [line for line in path.read_text().splitlines() if line] if path.is_file() else []
+    return "; then ".join(lines) or "unknown"

@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, command_line, machine_info, write_result  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    command_line,
+    machine_info,
+    record_train_command,
+    train_commands,
+    training_seconds,
+    write_result,
+)
 
 DIFFLAB = [sys.executable, "-m", "difflab"]
 ENCODERS = ("minilm", "clip", "scratch")
@@ -67,24 +75,9 @@ def _wait(*procs: subprocess.Popen) -> None:
         raise SystemExit("a training run failed: see the .log files beside the runs")
 
 
-def _seconds(run: Path) -> float:
-    """Training seconds of a run over all its sessions (metrics.jsonl's last elapsed time per session)."""
-    total, last = 0.0, 0.0
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        e = json.loads(line).get("elapsed_s")
-        if e is None:
-            continue
-        if e < last:  # a new session started
-            total += last
-        last = e
-    return total + last
-
-
 def train(args: argparse.Namespace) -> None:
     runs = Path(args.runs)
-    runs.mkdir(parents=True, exist_ok=True)
-    with open(runs / "train_command.txt", "a") as f:  # every session of the runs, in order
-        f.write(command_line("benchmarks/imagen.py") + "\n")
+    record_train_command(runs, "benchmarks/imagen.py")
     clip = Path(args.clip)
     if not (clip / "text_encoder.safetensors").is_file():
         _wait(_train("configs/clip-scenes.yaml", clip))
@@ -101,7 +94,7 @@ def train(args: argparse.Namespace) -> None:
     _wait(*(_train(config, runs / name, *limit, *extra) for name, (config, extra) in options.items()))
     for name in (*(f"base-{e}" for e in ENCODERS), "sr-aug", "sr-noaug"):
         s = _summary(runs / name)
-        print(f"{name:>12}: {s['step']} updates in {_seconds(runs / name):.0f} s ({s['status']})")
+        print(f"{name:>12}: {s['step']} updates in {training_seconds(runs / name):.0f} s ({s['status']})")
 
 
 def _prompts(split: str, n: int, per_caption: int) -> tuple[list[str], Any]:
@@ -198,9 +191,7 @@ def evaluate(args: argparse.Namespace) -> None:
     real_saturated = float(torch.stack([real[i][0] for i in range(len(real))]).abs().ge(0.99).float().mean())
     result = {
         "command": command_line("benchmarks/imagen.py"),
-        "train_command": "; then ".join(line for line in (runs / "train_command.txt").read_text().splitlines() if line)
-        if (runs / "train_command.txt").is_file()
-        else "unknown",
+        "train_command": train_commands(runs),
         "machine": machine_info(),
         "date": date.today().isoformat(),
         "classifier_accuracy": meta["accuracy"],
@@ -209,7 +200,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "sampler": f"ddim, {args.steps} steps (base), {args.sr_steps} steps at w = 1 (super-resolution)",
         "sample_aug": f"{args.aug} of t (sweeps); sr_aug rows: the level shown",
         "train": {
-            name: {"updates": _summary(runs / name)["step"], "seconds": round(_seconds(runs / name), 1)}
+            name: {"updates": _summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
             for name in (*(f"base-{e}" for e in bases), "sr-aug", "sr-noaug")
         },
         "seconds_per_image": {k: round(statistics.median(v), 4) for k, v in seconds.items()},

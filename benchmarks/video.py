@@ -40,7 +40,15 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, command_line, machine_info, write_result  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    command_line,
+    machine_info,
+    record_train_command,
+    train_commands,
+    training_seconds,
+    write_result,
+)
 
 DIFFLAB = [sys.executable, "-m", "difflab"]
 IMAGE_FRAMES = (0, 4, 8)
@@ -58,30 +66,15 @@ def _train(out: Path, minutes: float, image_frames: int, options: list[str]) -> 
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _seconds(run: Path) -> float:
-    """Training seconds over all sessions of a run (each session's last elapsed time in metrics.jsonl)."""
-    total, last = 0.0, 0.0
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        e = json.loads(line).get("elapsed_s")
-        if e is None:
-            continue
-        if e < last:
-            total += last
-        last = e
-    return total + last
-
-
 def train(args: argparse.Namespace) -> None:
     runs = Path(args.runs)
-    runs.mkdir(parents=True, exist_ok=True)
-    with open(runs / "train_command.txt", "a") as f:  # every session of the runs, in order
-        f.write(command_line("benchmarks/video.py") + "\n")
+    record_train_command(runs, "benchmarks/video.py")
     procs = [_train(runs / f"joint-{k}", args.minutes, k, args.train_options) for k in IMAGE_FRAMES]
     if any(p.wait() != 0 for p in procs):
         raise SystemExit("a training run failed: see the .log files beside the runs")
     for k in IMAGE_FRAMES:
         s = json.loads((runs / f"joint-{k}" / "summary.json").read_text())
-        print(f"joint-{k}: {s['step']} updates in {_seconds(runs / f'joint-{k}'):.0f} s ({s['status']})")
+        print(f"joint-{k}: {s['step']} updates in {training_seconds(runs / f'joint-{k}'):.0f} s ({s['status']})")
 
 
 def _test_videos(n: int, start: int = 0):
@@ -187,8 +180,7 @@ def evaluate(args: argparse.Namespace) -> None:
     meta = video_classifier_metadata()
     result = {
         "command": command_line("benchmarks/video.py"),
-        "train_command": "; then ".join(line for line in (runs / "train_command.txt").read_text().splitlines() if line)
-        if (runs / "train_command.txt").is_file() else "unknown",
+        "train_command": train_commands(runs),
         "machine": machine_info(),
         "date": date.today().isoformat(),
         "classifier_accuracy": meta.get("accuracy", {}),
@@ -196,7 +188,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "extend_run": args.extend_run,
         "floors": floors,
         "train": {f"joint-{k}": {"updates": json.loads((runs / f"joint-{k}/summary.json").read_text())["step"],
-                                 "seconds": round(_seconds(runs / f"joint-{k}"), 1)}
+                                 "seconds": round(training_seconds(runs / f"joint-{k}"), 1)}
                   for k in IMAGE_FRAMES if (runs / f"joint-{k}/summary.json").is_file()},
         "seconds_per_clip": {k: round(v, 3) for k, v in seconds.items()},
         "extension": extension,

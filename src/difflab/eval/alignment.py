@@ -26,10 +26,9 @@ JSON metadata (config, accuracies, training command, date, sha256); loading neve
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Hashable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from torch import Tensor, nn
 
 from difflab.data.scenes import COLOURS, ITEMS, POSITIONS
 
-from .featurenet import FeatureNet, FeatureNetConfig, load_checked_weights, read_weights_metadata, save_feature_net
+from .featurenet import FeatureNet, FeatureNetConfig, ShippedNet, checked_config, save_feature_net
 from .metrics import frechet_distance
 
 SCENE_CLASSIFIER = "scenes-attributes"  # the shipped weights: weights/scenes-attributes.{safetensors,json}
@@ -92,11 +91,7 @@ class SceneClassifierConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SceneClassifierConfig:
         """Build from a dict; an unknown key is a ValueError naming the valid keys."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown scene classifier config key(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-        return cls(**d)
+        return checked_config(cls, d, "scene classifier")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists)."""
@@ -201,21 +196,14 @@ def save_scene_classifier(
     return save_feature_net(net, SCENE_CLASSIFIER, weights_dir, **metadata)  # type: ignore[arg-type]
 
 
+_SHIPPED = ShippedNet(
+    SCENE_CLASSIFIER, lambda c: SceneClassifier(SceneClassifierConfig.from_dict(c)), "scene classifier", _SCRIPT
+)
+
+
 def scene_classifier_metadata(weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The JSON metadata of the scene classifier (config, accuracies, training command, date, sha256)."""
-    return read_weights_metadata(SCENE_CLASSIFIER, weights_dir, "scene classifier", _SCRIPT)
-
-
-def _load(weights_dir: str | None, device: str) -> SceneClassifier:
-    meta = scene_classifier_metadata(weights_dir)
-    net = SceneClassifier(SceneClassifierConfig.from_dict(meta["config"]))
-    load_checked_weights(net, SCENE_CLASSIFIER, weights_dir, meta, "scene classifier", _SCRIPT)
-    return net.to(device)
-
-
-@functools.cache
-def _cached(weights_dir: str | None, device: str) -> SceneClassifier:
-    return _load(weights_dir, device)
+    return _SHIPPED.metadata(weights_dir)
 
 
 def load_scene_classifier(
@@ -226,13 +214,12 @@ def load_scene_classifier(
     ``weights_dir`` overrides the shipped folder; ``cache=False`` loads a fresh copy. A missing file is
     a FileNotFoundError, a corrupt one (sha256 mismatch, unreadable tensors) a ValueError.
     """
-    key = None if weights_dir is None else os.fspath(Path(weights_dir).resolve())
-    return _cached(key, str(device)) if cache else _load(key, str(device))
+    return _SHIPPED.load(weights_dir, device, cache)  # type: ignore[return-value]
 
 
 def clear_scene_cache() -> None:
     """Forget the cached classifier and reference features (e.g. after retraining)."""
-    _cached.cache_clear()
+    _SHIPPED.clear()
     _REFERENCE_CACHE.clear()
 
 

@@ -14,9 +14,11 @@ Inputs are images in [-1, 1], the convention of every difflab data set.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -54,11 +56,7 @@ class FeatureNetConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureNetConfig:
         """Build from a dict; an unknown key is a ValueError naming the valid keys."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown feature net config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
-        return cls(**d)
+        return checked_config(cls, d, "feature net")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``widths`` as a list)."""
@@ -67,7 +65,8 @@ class FeatureNetConfig:
         return d
 
 
-def _block(c_in: int, c_out: int) -> list[nn.Module]:
+# one 3x3 conv + BatchNorm + ReLU stage step; the video classifier builds its frame encoder from it too
+def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
@@ -84,7 +83,7 @@ class FeatureNet(nn.Module):
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
             for _ in range(depth):
-                layers += _block(c, w)
+                layers += conv_block(c, w)
                 c = w
         self.trunk = nn.Sequential(*layers)
         self.embed = nn.Sequential(nn.Linear(c, config.feature_dim), nn.ReLU(inplace=True))
@@ -194,6 +193,44 @@ def load_checked_weights(
     except RuntimeError as e:
         raise ValueError(f"{what} weights {w_path} do not fit its config: {e}") from None
     return net.eval()
+
+
+def checked_config(cls: type, d: dict[str, Any], what: str) -> Any:
+    """``cls(**d)`` for a config dataclass; an unknown key is a ValueError naming the valid keys."""
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what} config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    return cls(**d)
+
+
+class ShippedNet:
+    """Loader of one shipped network: its metadata, and the network built from it and checked, cached per
+    (weights folder, device). ``build(config dict)`` makes the bare network; ``what`` names it in errors
+    and ``script`` retrains it. The scene and video classifiers are loaded through one each."""
+
+    def __init__(self, name: str, build: Callable[[dict[str, Any]], nn.Module], what: str, script: str) -> None:
+        self.name, self.build, self.what, self.script = name, build, what, script
+        self._cached = functools.cache(self._load)
+
+    def metadata(self, weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        return read_weights_metadata(self.name, weights_dir, self.what, self.script)
+
+    def _load(self, weights_dir: str | None, device: str) -> nn.Module:
+        meta = self.metadata(weights_dir)
+        net = self.build(meta["config"])
+        load_checked_weights(net, self.name, weights_dir, meta, self.what, self.script)
+        return net.to(device)
+
+    def load(
+        self, weights_dir: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu", cache: bool = True
+    ) -> nn.Module:
+        """The network in eval mode after its sha256 check; ``cache=False`` loads a fresh copy."""
+        key = None if weights_dir is None else os.fspath(Path(weights_dir).resolve())
+        return self._cached(key, str(device)) if cache else self._load(key, str(device))
+
+    def clear(self) -> None:
+        self._cached.cache_clear()
 
 
 def feature_net_metadata(name: str, weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:

@@ -31,11 +31,10 @@ real test clips, training command, date, sha256); loading never unpickles.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from torch import Tensor, nn
 
 from difflab.data.scenes import ITEMS
 
-from .featurenet import load_checked_weights, read_weights_metadata, save_feature_net
+from .featurenet import ShippedNet, checked_config, conv_block, save_feature_net
 from .metrics import frechet_distance
 
 VIDEO_CLASSIFIER = "moving-items"  # the shipped weights: weights/moving-items.{safetensors,json}
@@ -110,21 +109,13 @@ class VideoClassifierConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VideoClassifierConfig:
         """Build from a dict; an unknown key is a ValueError naming the valid keys."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown video classifier config key(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-        return cls(**d)
+        return checked_config(cls, d, "video classifier")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists)."""
         d = asdict(self)
         d["widths"], d["depths"] = list(self.widths), list(self.depths)
         return d
-
-
-def _block(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
 class VideoClassifier(nn.Module):
@@ -156,7 +147,7 @@ class VideoClassifier(nn.Module):
             if i > 0:
                 layers.append(nn.MaxPool2d(2))
             for _ in range(depth):
-                layers += _block(channels, w)
+                layers += conv_block(channels, w)
                 channels = w
         self.encoder = nn.Sequential(*layers)
         self.where = nn.Conv2d(channels, c.keypoints, 1)
@@ -290,21 +281,14 @@ def save_video_classifier(
     return save_feature_net(net, VIDEO_CLASSIFIER, weights_dir, **metadata)  # type: ignore[arg-type]
 
 
+_SHIPPED = ShippedNet(
+    VIDEO_CLASSIFIER, lambda c: VideoClassifier(VideoClassifierConfig.from_dict(c)), "video classifier", _SCRIPT
+)
+
+
 def video_classifier_metadata(weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The JSON metadata of the video classifier (config, accuracies, training command, date, sha256)."""
-    return read_weights_metadata(VIDEO_CLASSIFIER, weights_dir, "video classifier", _SCRIPT)
-
-
-def _load(weights_dir: str | None, device: str) -> VideoClassifier:
-    meta = video_classifier_metadata(weights_dir)
-    net = VideoClassifier(VideoClassifierConfig.from_dict(meta["config"]))
-    load_checked_weights(net, VIDEO_CLASSIFIER, weights_dir, meta, "video classifier", _SCRIPT)
-    return net.to(device)
-
-
-@functools.cache
-def _cached(weights_dir: str | None, device: str) -> VideoClassifier:
-    return _load(weights_dir, device)
+    return _SHIPPED.metadata(weights_dir)
 
 
 def load_video_classifier(
@@ -316,13 +300,12 @@ def load_video_classifier(
     a FileNotFoundError naming the file and the training script, a corrupt one (sha256 mismatch,
     unreadable tensors, tensors that do not fit the config) a ValueError.
     """
-    key = None if weights_dir is None else os.fspath(Path(weights_dir).resolve())
-    return _cached(key, str(device)) if cache else _load(key, str(device))
+    return _SHIPPED.load(weights_dir, device, cache)  # type: ignore[return-value]
 
 
 def clear_video_cache() -> None:
     """Forget the cached classifier and real reference clips / features (e.g. after retraining)."""
-    _cached.cache_clear()
+    _SHIPPED.clear()
     _REAL_CACHE.clear()
     _FEATURE_CACHE.clear()
 
