@@ -145,7 +145,7 @@ def test_a_reader_sees_one_checkpoint_while_a_writer_replaces_it(tmp_path):
             step += 1
             _save_step(run / "checkpoint", step)
             written.append(step)
-            time.sleep(0.002)  # a busy writer, but not a livelock: a real trainer saves every few minutes
+            time.sleep(0.02)  # a busy writer (50 saves a second), not a livelock: a trainer saves every few minutes
 
     thread = threading.Thread(target=writer)
     thread.start()
