@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import command_line, machine_info, write_result  # noqa: E402
+from common import command_line, machine_info, result_path, write_result  # noqa: E402
 
 RECIPES = {  # data set -> (recipe, overrides, default snapshot steps)
     "digits": ("configs/digits.yaml", [], [100, 250, 500, 1000, 2000]),
@@ -187,6 +187,23 @@ def run_dataset(name: str, args: argparse.Namespace, runs: Path) -> dict:
     return {"agreement": agreement, "points": [{"dataset": name, **p} for p in points]}
 
 
+def keep_other_datasets(res: dict, path: Path, measured: set[str]) -> dict:
+    """Add the rows of data sets this run did not measure from the result file already at ``path``.
+
+    ``--datasets fashion-mnist`` then adds to a file that holds digits instead of replacing it; each
+    agreement row keeps the command that measured it (``command`` of the whole file: this run's).
+    """
+    if not path.exists():
+        return res
+    old = json.loads(path.read_text())
+    old_command = old.get("command")
+    kept = [
+        dict(a, command=a.get("command", old_command)) for a in old.get("agreement", []) if a["dataset"] not in measured
+    ]
+    points = [q for q in old.get("points", []) if q["dataset"] not in measured]
+    return {**res, "agreement": kept + res["agreement"], "points": points + res["points"]}
+
+
 def render(data: dict) -> str:
     """The RESULTS.md section: agreement per data set and generic net, then every point."""
     from report import table
@@ -201,10 +218,17 @@ def render(data: dict) -> str:
          p["fd_generic_rotation"], p["fd_floor_generic_rotation"], p["fd_generic_labels"]]
         for p in data.get("points", [])
     ]  # fmt: skip
+    commands = {}
+    for a in data["agreement"]:
+        commands.setdefault(a.get("command", data["command"]), []).append(a["dataset"])
+    measured_by = [
+        f"- {', '.join(sorted(set(names)))}: `{cmd}`" for cmd, names in commands.items()
+    ] if len(commands) > 1 else []  # fmt: skip
     return "\n".join(
         [
             f"Features: {data['feature']}.",
             "",
+            *(["Measured by:", *measured_by, ""] if measured_by else []),
             table(["data set", "generic task", "Spearman", "points", "task accuracy", "train s"], rows),
             "",
             table(
@@ -234,8 +258,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="eval-generic-") as tmp:
         runs = Path(args.runs) if args.runs else Path(tmp)
         parts = [run_dataset(name, args, runs) for name in args.datasets]
+    command = command_line("benchmarks/eval_generic.py")
+    for part in parts:  # each row says which command measured it
+        for row in part["agreement"]:
+            row["command"] = command
     res = {
-        "command": command_line("benchmarks/eval_generic.py"),
+        "command": command,
         "machine": machine_info(),
         "date": dt.date.today().isoformat(),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -244,6 +272,8 @@ def main() -> None:
         "agreement": [a for part in parts for a in part["agreement"]],
         "points": [q for part in parts for q in part["points"]],
     }
+    if not args.out:
+        res = keep_other_datasets(res, result_path("eval_generic"), set(args.datasets))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

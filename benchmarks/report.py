@@ -285,6 +285,7 @@ RENDERERS: dict[str, Renderer] = {
     "wavegrad.json": _section_from("wavegrad", "render_wavegrad", "WaveGrad vocoder"),
     "cascade.json": _section_from("cascade", "render_cascade", "Cascade: base + super-resolution vs one model"),
     "imagen.json": _section_from("imagen", "render_imagen", "Text to image (Imagen-style cascade)"),
+    "unclip.json": _section_from("unclip", "render_unclip", "unCLIP: CLIP, priors, decoder, manipulations"),
     "video.json": _section_from("video", "render_video", "Video diffusion: joint training, extension, interpolation"),
     "eval_generic.json": _section_from("eval_generic", "render", "Generic feature net vs the shipped ones"),
 }

@@ -94,11 +94,13 @@ COMMANDS: dict[str, Command] = {
         where="difflab.commands:sample",
     ),
     "generate": Command(
-        help="text to image: draw prompts with a caption-conditioned cascade into a PNG grid",
+        help="text to image: draw prompts with a caption-conditioned cascade or unCLIP into a PNG grid",
         description=(
             "Draws --n images per PROMPT with the cascade RUN ... (a caption-conditioned base stage, then its "
             "super-resolution stages), with classifier-free guidance (--guidance, one weight or one per stage) "
-            "and thresholding (--threshold none|static|dynamic, one or one per stage); one grid row per prompt."
+            "and thresholding (--threshold none|static|dynamic, one or one per stage); one grid row per prompt. "
+            "--unclip PRIOR DECODER [SR ...] draws with unCLIP instead: the prior maps each prompt to a CLIP "
+            "image embedding (--prior-guidance, --best-of), the decoder and its stages draw the image."
         ),
         where="difflab.commands:generate",
     ),
@@ -148,6 +150,14 @@ COMMANDS: dict[str, Command] = {
         "long.mp4; difflab video interpolate RUN [INPUT] --factor 4 --out smooth.gif. Extension and interpolation "
         "condition new clips on known frames by reconstruction guidance (--weight) or replacement (--method).",
         where="difflab.methods.video.cli:video",
+    ),
+    "unclip": Command(
+        help="unCLIP image manipulations: variations, interpolations, text diffs (PNG grids)",
+        description="difflab unclip variations --decoder RUN IMAGE --n 8 --out v.png; difflab unclip interpolate "
+        "--decoder RUN IMAGE_A IMAGE_B --mode noise --out i.png; difflab unclip text-diff --decoder RUN IMAGE --from "
+        "CAPTION --to CAPTION --out t.png. --sr RUN ... adds super-resolution stages. Text to image: difflab "
+        "generate PROMPT --unclip PRIOR DECODER [SR ...].",
+        where="difflab.methods.unclip.cli:unclip",
     ),
     "ardm-train": Command(
         help="train an autoregressive diffusion model (OA-ARDM, Upscale ARDM, text) from a YAML recipe",

@@ -398,10 +398,19 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", nargs="+", metavar="PROMPT", help='what to draw, e.g. "a red bag at the top left"')
-    p.add_argument(
-        "--cascade", nargs="+", required=True, metavar="RUN",
-        help="the caption-conditioned base run, then its super-resolution runs",
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument(
+        "--cascade", nargs="+", metavar="RUN",
+        help="the caption-conditioned base run, then its super-resolution runs (Imagen-style)",
     )  # fmt: skip
+    model.add_argument(
+        "--unclip", nargs="+", metavar="RUN",
+        help="unCLIP: an unclip-prior run, an unclip-decoder run, then super-resolution runs",
+    )  # fmt: skip
+    p.add_argument("--prior-guidance", type=float_at_least(0.0), metavar="W", help="unCLIP prior CFG weight")
+    p.add_argument(
+        "--best-of", type=int_at_least(1), default=2, help="unCLIP: prior candidates per image (default: %(default)s)"
+    )
     add_sampling_options(p, 4)
     p.add_argument("--out", metavar="PNG", default="generated.png", help="grid file, one row per prompt (%(default)s)")
     p.add_argument("--save", metavar="FILE", help="also write the samples as .npz or .pt (float in [-1, 1])")
@@ -414,6 +423,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     prompts = list(args.prompt)
     per_prompt = args.n
+    if args.unclip:
+        return _generate_unclip(args, prompts)
     args.run = args.cascade
     args.prompt = [p for p in prompts for _ in range(per_prompt)]
     cascade, _ = _stages(args)
@@ -425,6 +436,35 @@ def run_generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     save_grid(upscale_for_grid(x), out, nrow=per_prompt)
     print(f"wrote {out} ({len(prompts)} prompt(s) x {per_prompt} samples, {seconds:.1f} s)")
+    if args.save:
+        print(f"wrote {save_samples(Path(args.save), x, None)}")
+    return 0
+
+
+def _generate_unclip(args: argparse.Namespace, prompts: list[str]) -> int:
+    """``difflab generate PROMPT ... --unclip PRIOR DECODER [SR ...]``."""
+    from .data import save_grid
+    from .methods.unclip.pipeline import UnCLIP
+    from .train.distributed import resolve_device
+    from .train.stage import upscale_for_grid
+
+    if len(args.unclip) < 2:
+        raise ValueError("--unclip takes a prior run, a decoder run, then any super-resolution runs")
+    if args.labels:
+        raise ValueError("--labels does not apply to unCLIP: it draws from captions")
+    pipe = UnCLIP.load(*args.unclip, weights=args.weights, device=resolve_device(args.device))
+    every = [p for p in prompts for _ in range(args.n)]
+    t0 = time.perf_counter()
+    x = pipe.sample(
+        every, prior_guidance=args.prior_guidance, best_of=args.best_of, seed=args.seed, sampler=args.sampler,
+        steps=args.steps, spacing=args.spacing, guidance=_one_or_per_stage(args.guidance), aug=args.aug,
+        threshold=_one_or_per_stage(args.threshold), precision="bf16" if args.bf16 else "fp32",
+        batch_size=args.batch_size, progress=args.progress,
+    )[-1]  # fmt: skip
+    seconds = time.perf_counter() - t0
+    out = Path(args.out)
+    save_grid(upscale_for_grid(x), out, nrow=args.n)
+    print(f"wrote {out} ({len(prompts)} prompt(s) x {args.n} samples, {seconds:.1f} s)")
     if args.save:
         print(f"wrote {save_samples(Path(args.save), x, None)}")
     return 0

@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..cache import cache_dir
 from .featurenet import (
     FeatureNet,
     FeatureNetConfig,
@@ -97,14 +98,6 @@ RECIPE = {
     "shift": "1/8 of the side, edge pixels repeated",
     "hflip": 0.5,
 }
-
-
-def cache_dir() -> Path:
-    """difflab's cache folder: ``$DIFFLAB_CACHE``, else ``$XDG_CACHE_HOME/difflab``, else ``~/.cache/difflab``."""
-    if os.environ.get("DIFFLAB_CACHE"):
-        return Path(os.environ["DIFFLAB_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "difflab"
 
 
 def feature_resolution(size: int) -> int:

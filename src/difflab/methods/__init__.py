@@ -9,6 +9,7 @@ checkpoints record its name, and :func:`load` dispatches on it::
     voc = difflab.load("artifacts/wavegrad-priorgrad")     # a Vocoder: voc(mel, steps=6)
     cascade = difflab.load(["runs/base", "runs/sr"])       # a Cascade: cascade.sample(16)
     clip = difflab.load("runs/clip-scenes")                # a CLIP: encode_image, encode_captions
+    clip = difflab.load("models/clip-vit-b32")             # a Hugging Face CLIP folder: an HFCLIP
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ METHODS = {
     "ardm": "difflab.methods.ardm.train:ARDMMethod",
     "wavegrad": "difflab.methods.wavegrad.train:WaveGradMethod",
     "clip": "difflab.methods.clip:CLIPMethod",
+    "unclip-prior": "difflab.methods.unclip.prior:PriorMethod",
+    "unclip-decoder": "difflab.methods.unclip.decoder:UnCLIPDecoder",
 }
 
 
@@ -41,9 +44,12 @@ def load(
     path: str | Path | list[str | Path], weights: str = "ema", device: Any = "cpu", method: str | None = None
 ) -> Any:
     """What a checkpoint holds, ready to use: a run, checkpoint or exported folder (dispatching on the
-    method recorded in its ``format.json``), a WaveGrad snapshot ``.safetensors``, or a list of
-    diffusion stage folders (a :class:`~.cascade.Cascade`, base first). ``method`` (e.g. "ardm")
-    refuses checkpoints of any other method, naming both: what a command that needs one says."""
+    method recorded in its ``format.json``), a WaveGrad snapshot ``.safetensors``, a Hugging Face
+    CLIP folder (``config.json``, no ``format.json``: a frozen :class:`~difflab.nets.hf_clip.HFCLIP`)
+    or a list of diffusion stage folders (a :class:`~.cascade.Cascade`, base first). ``method``
+    (e.g. "ardm") refuses checkpoints of any other method, naming both: what a command that needs
+    one says."""
+    from ..nets.hf_clip import hf_model_type
     from ..train.checkpoint import CheckpointError, checkpoint_path, read_meta
 
     if isinstance(path, (list, tuple)):
@@ -52,6 +58,8 @@ def load(
         return Cascade([load(p, weights, device, "diffusion") for p in path])
     if Path(path).suffix == ".safetensors":
         name = "wavegrad"
+    elif hf_model_type(path) is not None:
+        name = "clip"  # a Hugging Face model folder; HFCLIP refuses other model types in one line
     else:
         name = str(read_meta(checkpoint_path(path)).get("method") or "diffusion")
     if method is not None and name != method:

@@ -90,6 +90,8 @@ class Cascade:
         steps: Sequence[int | None] | int | None = None,
         guidance: Sequence[float | None] | float | None = None,
         threshold: Sequence[str | None] | str | None = None,
+        cond: dict[str, Tensor] | None = None,
+        noise: Tensor | None = None,
         **options: Any,
     ) -> list[Tensor]:
         """The output of every stage (float32, CPU), base first. ``labels`` go to every class-conditional
@@ -97,21 +99,23 @@ class Cascade:
         ``prompts`` (one per sample) to every caption-conditioned stage; ``aug``
         is the sampling level of noise-conditioning augmentation (a fraction of t; None: each stage's
         ``sample.lowres_aug``); ``steps``, ``guidance`` and ``threshold`` one value for all stages or a
-        list with one per stage (None: the stage's own ``sample`` setting); other ``options`` as for
-        :func:`difflab.train.generate`."""
+        list with one per stage (None: the stage's own ``sample`` setting); ``cond`` (per-sample
+        tensors, e.g. an unCLIP decoder's ``vector``) and ``noise`` (its starting noise) go to the base
+        stage only; other ``options`` as for :func:`difflab.train.generate`."""
         if prompts is not None and not any("caption" in st.conditions for st in self.stages):
             raise ValueError("prompts were given but no stage of this cascade is caption-conditioned")
         chosen = {"steps": steps, "guidance": guidance, "threshold": threshold}
         per_stage = {k: self._per_stage(k, v) for k, v in chosen.items()}
         outputs: list[Tensor] = []
         for i, stage in enumerate(self.stages):
-            cond = {"lowres": outputs[-1].clamp(-1.0, 1.0)} if outputs else None
+            stage_cond = {"lowres": outputs[-1].clamp(-1.0, 1.0)} if outputs else cond
             outputs.append(
                 stage.sample(
                     n,
+                    noise=None if outputs else noise,
                     labels=labels if "class" in stage.conditions else None,
                     prompts=list(prompts) if prompts is not None and "caption" in stage.conditions else None,
-                    cond=cond,
+                    cond=stage_cond,
                     aug=aug,
                     seed=seed + i,
                     **{k: v[i] for k, v in per_stage.items()},

@@ -9,6 +9,7 @@ resume, signals, checkpoints) is the shared loop::
 
     difflab train configs/clip-scenes.yaml --out runs/clip-scenes
     clip = difflab.load("runs/clip-scenes")                  # a CLIP (EMA weights, eval mode)
+    clip = difflab.load("models/clip-vit-b32")               # or a Hugging Face CLIP folder (HFCLIP, frozen)
     zero_shot_accuracy(clip, "test")                         # {"item": ..., "colour": ..., "position": ...}
     retrieval_recall_at_1(clip, "paraphrase", 1000)
 
@@ -38,9 +39,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..nets.clip import CLIP, CLIPConfig, clip_loss
+from ..nets.hf_clip import HFCLIP, hf_model_type
 from ..train.checkpoint import load_network
 from ..train.config import RunConfig
 from ..train.method import Method
@@ -155,8 +158,14 @@ class CLIPMethod(Method):
         return load_clip(path, weights=weights, device=device)
 
 
-def load_clip(path: str | Path, *, weights: str = "ema", device: Any = "cpu") -> CLIP:
-    """A trained :class:`CLIP` (float32, eval mode) from a run, checkpoint or exported folder."""
+def load_clip(path: str | Path, *, weights: str = "ema", device: Any = "cpu") -> CLIP | HFCLIP:
+    """A trained :class:`CLIP` (float32, eval mode) from a run, checkpoint or exported folder, or a
+    frozen :class:`~difflab.nets.hf_clip.HFCLIP` from a Hugging Face CLIP folder (``config.json`` with
+    ``model_type: clip``; ``weights`` does not apply: it holds one set)."""
+    if hf_model_type(path) is not None:
+        if weights not in ("ema", "model"):
+            raise ValueError(f"unknown weights {weights!r}; valid: ema, model")
+        return HFCLIP(path).to(device)
     net, _, ckpt_dir = load_network(path, CLIP, weights, method=CLIPMethod.name)
     net.source = ckpt_dir
     return net.to(device).eval()
@@ -180,12 +189,15 @@ def write_text_tower(clip: CLIP, folder: str | Path) -> Path | None:
 
 
 # -- evaluation on the captioned scenes -----------------------------------------------------------------------
-def _scenes(clip: CLIP, split: str, n: int | None, options: dict[str, Any]) -> Any:
-    from ..data.scenes import CaptionedScenes
+def _scenes(clip: Any, split: str, n: int | None, options: dict[str, Any]) -> Any:
+    """The scenes of ``split`` at the model's image size, or at 64 when that size is not one of the
+    scenes' (a power of two <= 64): :func:`_image_embeddings` then resizes them."""
+    from ..data.scenes import CANVAS, CaptionedScenes
 
-    data = CaptionedScenes(split, size=clip.config.image_size, **options)
     if clip.config.channels != 3:
         raise ValueError(f"the scenes are RGB; this CLIP takes {clip.config.channels} channel(s)")
+    size = int(clip.config.image_size)
+    data = CaptionedScenes(split, size=size if 1 <= size <= CANVAS and CANVAS % size == 0 else CANVAS, **options)
     if n is not None:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -193,16 +205,24 @@ def _scenes(clip: CLIP, split: str, n: int | None, options: dict[str, Any]) -> A
     return data, len(data) if n is None else n
 
 
+def _resized(x: Tensor, size: int) -> Tensor:
+    """Images (B, C, S, S) at ``size`` x ``size`` (antialiased bilinear when S differs)."""
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 @torch.no_grad()
-def _image_embeddings(clip: CLIP, images: list[Tensor], batch_size: int) -> Tensor:
+def _image_embeddings(clip: Any, images: list[Tensor], batch_size: int) -> Tensor:
+    size = int(clip.config.image_size)
     out = [
-        clip.encode_image(torch.stack(images[s : s + batch_size]).to(clip.device))
+        clip.encode_image(_resized(torch.stack(images[s : s + batch_size]).to(clip.device), size))
         for s in range(0, len(images), batch_size)
     ]
     return torch.cat(out)
 
 
-def prompt_table(clip: CLIP, split: str = "test") -> Tensor:
+def prompt_table(clip: Any, split: str = "test") -> Tensor:
     """(items, colours, positions, embed_dim) text embeddings of the canonical one-item captions of
     every (item, colour, position) in the style of ``split`` (paraphrase words for "paraphrase")."""
     from ..data.scenes import COLOURS, ITEMS, POSITIONS, _caption, _lexicon
@@ -221,7 +241,7 @@ def prompt_table(clip: CLIP, split: str = "test") -> Tensor:
 
 
 def zero_shot_accuracy(
-    clip: CLIP, split: str = "test", n: int | None = None, *, batch_size: int = 256, **options: Any
+    clip: Any, split: str = "test", n: int | None = None, *, batch_size: int = 256, **options: Any
 ) -> dict[str, float]:
     """Zero-shot item / colour / position accuracy on the one-item scenes among the first ``n`` (all
     by default) of a scenes split (see the module doc); ``options`` go to the data set (seed, root).
@@ -255,7 +275,7 @@ def zero_shot_accuracy(
 
 
 def retrieval_recall_at_1(
-    clip: CLIP, split: str = "test", n: int = 1000, *, batch_size: int = 256, **options: Any
+    clip: Any, split: str = "test", n: int = 1000, *, batch_size: int = 256, **options: Any
 ) -> float:
     """Text -> image recall@1 among the first ``n`` scenes of a split: the fraction of their captions
     whose most similar image (of the ``n``) is their own scene; ``options`` go to the data set."""

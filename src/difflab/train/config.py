@@ -1,7 +1,7 @@
 """The typed run config: one YAML recipe describes a whole training run (docs/design.md, "Conventions").
 
 Sections: ``model`` (a dict for :class:`difflab.nets.UNetConfig`), ``data``, ``diffusion``,
-``train`` and ``sample``. Every key is checked (a typo names the valid keys) and every value is
+``text``, ``clip``, ``train`` and ``sample``. Every key is checked (a typo names the valid keys) and every value is
 type-checked and range-checked here, before any data is read or weight allocated::
 
     cfg = load_run_config("configs/digits.yaml", ["train.steps=500", "train.lr=1e-3"])
@@ -36,8 +36,9 @@ class DataConfig:
     ``options`` go to ``difflab.data.get_dataset(name, "train", **options)`` (e.g. ``pad: 4``).
     ``conditions`` are the condition keys of the data the model is conditioned on, e.g.
     ``[class]`` (class-conditional), ``[class, lowres]`` (a super-resolution stage) or ``[caption]``
-    (text-to-image: captions, encoded by the ``text:`` section's encoder); the data set must
-    provide them. ``shrink`` > 1 trains on the images shrunk by that factor (a cascade's base
+    (text-to-image: captions, encoded by the ``text:`` section's encoder) or ``[vector]`` (an unCLIP
+    decoder: the CLIP image embedding of each image, added by method ``unclip-decoder`` from the
+    ``clip:`` section's model); the data set must provide them. ``shrink`` > 1 trains on the images shrunk by that factor (a cascade's base
     stage); ``lowres_factor`` > 1 adds ``lowres``, the training image shrunk by that factor more.
     ``image_frames`` > 0 (video data sets) appends that many independent frames of other videos to
     every clip as images (joint image-video training, Ho et al. 2022: the temporal attention keeps
@@ -47,7 +48,7 @@ class DataConfig:
     name: str = "digits"
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 128
-    conditions: tuple[Literal["class", "lowres", "caption"], ...] = ()
+    conditions: tuple[Literal["class", "lowres", "caption", "vector"], ...] = ()
     shrink: int = 1
     lowres_factor: int = 0
     num_workers: int = 0
@@ -103,6 +104,16 @@ class TextConfig:
         if self.encoder == "scratch":
             spec.update(dim=self.dim, layers=self.layers, heads=self.heads)
         return spec
+
+
+@dataclass
+class ClipConfig:
+    """The CLIP model an unCLIP part is built on (Ramesh et al. 2022): ``path``, a CLIP run or
+    exported folder (``method: clip``). An ``unclip-decoder`` is conditioned on its image
+    embeddings; an ``unclip-prior`` predicts them from its text embeddings. Both record the model's
+    identity, so a prior and a decoder built on different CLIP models are refused together."""
+
+    path: str = ""
 
 
 @dataclass
@@ -245,6 +256,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 

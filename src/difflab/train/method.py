@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..config import from_dict, to_dict
-from .config import DiffusionConfig, RunConfig, SampleConfig, TextConfig
+from .config import ClipConfig, DiffusionConfig, RunConfig, SampleConfig, TextConfig
 
 
 class Method:
@@ -43,7 +43,9 @@ class Method:
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        defaults = {"diffusion": DiffusionConfig(), "sample": SampleConfig(), "text": TextConfig()}
+        defaults = {
+            "diffusion": DiffusionConfig(), "sample": SampleConfig(), "text": TextConfig(), "clip": ClipConfig(),
+        }  # fmt: skip
         for section, default in defaults.items():
             if section not in self.sections and getattr(cfg, section) != default:
                 raise ValueError(f"invalid run config: method {self.name!r} does not use the {section!r} section")

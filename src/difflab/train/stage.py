@@ -28,7 +28,12 @@ _SAMPLE = 4  # the trainer's stream id for sample grids (mix_seed)
 
 
 def resolve_model_config(
-    cfg: RunConfig, channels: int, num_classes: int | None, lowres_channels: int = 0, text: Any = None
+    cfg: RunConfig,
+    channels: int,
+    num_classes: int | None,
+    lowres_channels: int = 0,
+    text: Any = None,
+    vector_dim: int = 0,
 ) -> dict[str, Any]:
     """The UNet config dict of a run: ``cfg.model`` plus what the data and diffusion fix.
 
@@ -36,12 +41,16 @@ def resolve_model_config(
     parameterization), for a class-conditional run ``num_classes`` and ``cond_drop: {class: p}``,
     for a super-resolution stage ``lowres_channels``, and for a caption-conditioned one the text
     encoder's (``text``) ``token_dim`` and ``pooled_dim`` with ``cond_drop: {tokens: p, pooled: p}``
-    (one draw drops both). A value set in ``cfg.model`` that contradicts them is a ValueError.
+    (one draw drops both), and for a ``vector``-conditioned one (an unCLIP decoder) ``vector_dim``
+    with ``cond_drop: {vector: p}``. A value set in ``cfg.model`` that contradicts them is a ValueError.
     """
     from ..diffusion import output_channels
     from ..nets import UNetConfig
 
-    from_dict(UNetConfig, cfg.model, "model")  # unknown keys and bad values, named
+    early = dict(cfg.model)
+    if "vector" in cfg.data.conditions:  # vector_tokens needs a vector_dim, fixed below
+        early.setdefault("vector_dim", max(1, vector_dim))
+    from_dict(UNetConfig, early, "model")  # unknown keys and bad values, named
     fixed: dict[str, Any] = {
         "in_channels": channels,
         "out_channels": output_channels(cfg.diffusion.parameterization, channels),
@@ -59,6 +68,11 @@ def resolve_model_config(
             raise ValueError("data.conditions has 'caption': pass the stage's text encoder (text=) to size the U-Net")
         fixed["token_dim"], fixed["pooled_dim"] = int(text.token_dim), int(text.pooled_dim)
         droppable += ["tokens", "pooled"]
+    if "vector" in cfg.data.conditions:
+        if vector_dim < 1:
+            raise ValueError("data.conditions has 'vector': pass its size (vector_dim=) to size the U-Net")
+        fixed["vector_dim"] = int(vector_dim)
+        droppable.append("vector")
     if droppable:
         fixed["cond_drop"] = {k: cfg.train.cond_drop for k in droppable} if cfg.train.cond_drop > 0 else {}
     out = dict(cfg.model)
@@ -145,6 +159,7 @@ def generate(
     known_mask: Tensor | None = None,
     known_method: str = "reconstruction",
     known_weight: float = 2.0,
+    noise: Tensor | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
@@ -167,6 +182,9 @@ def generate(
     ``known`` (n, *image_shape) with the bool ``known_mask`` (broadcastable to it) fixes coordinates
     of the samples, e.g. the first frames of a video (Ho et al. 2022): ``known_method``
     "reconstruction" (reconstruction guidance of weight ``known_weight``) or "replacement".
+    ``noise`` (n, *image_shape) is the starting noise in place of a draw from the seeded generator
+    (e.g. DDIM-inverted latents, :func:`difflab.diffusion.ddim_invert`); the generator still
+    supplies any other randomness.
     ``batch_size`` None picks 500 on GPUs and, on CPUs, about 65536 / pixels (at most 500): larger
     CPU batches make activations so big that every allocation is a fresh ``mmap`` (measured: twice
     the wall time for 28x28 images at 500 per batch).
@@ -199,6 +217,8 @@ def generate(
         if tuple(known.shape) != (n, *image_shape):
             raise ValueError(f"known must be (n, *image_shape) = {(n, *image_shape)}, got {tuple(known.shape)}")
         known_mask = torch.as_tensor(known_mask, dtype=torch.bool).expand(known.shape)
+    if noise is not None and tuple(noise.shape) != (n, *image_shape):
+        raise ValueError(f"noise must be (n, *image_shape) = {(n, *image_shape)}, got {tuple(noise.shape)}")
     device = torch.device(device)
     schedule = make_schedule(cfg)
     lams = schedule.lams(steps, spacing)
@@ -241,6 +261,8 @@ def generate(
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             z = torch.randn((b, *image_shape), generator=gen, device=device)
+            if noise is not None:
+                z = noise[start : start + b].to(device=device, dtype=z.dtype)
             cond = {k: v[start : start + b].to(device) for k, v in extra.items()}
             if num_classes:
                 cond = {**cond, "class": labels[start : start + b].to(device)}
@@ -268,6 +290,48 @@ def generate(
     return torch.cat(out), labels
 
 
+@torch.no_grad()
+def invert(
+    net: torch.nn.Module,
+    cfg: RunConfig,
+    x: Tensor,
+    *,
+    cond: dict[str, Tensor] | None = None,
+    steps: int | None = None,
+    spacing: str | None = None,
+    guidance: float | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """The DDIM-inverted noise (float32, CPU) of samples ``x`` (n, *image_shape) under a stage:
+    ``generate(net, cfg, shape, n, sampler="ddim", noise=z, cond=cond, steps=..., guidance=...)``
+    with the same ``cond``, ``steps``, ``spacing`` and ``guidance`` returns about ``x``
+    (:func:`difflab.diffusion.ddim_invert`; None: ``cfg.sample``'s). Guidance inverts the same
+    guided prediction that sampling uses; no thresholding (it is not invertible)."""
+    from ..diffusion import cfg as cfg_guidance
+    from ..diffusion import ddim_invert, make_denoiser
+    from ..nets import keep_cond, null_cond
+
+    s = cfg.sample
+    steps, spacing = steps or s.steps, spacing or s.spacing
+    guidance = s.guidance if guidance is None else guidance
+    device = torch.device(device)
+    extra = {k: v.to(device) for k, v in (cond or {}).items()}
+    for k, v in extra.items():
+        if len(v) != len(x):
+            raise ValueError(f"cond[{k!r}] holds {len(v)} items for {len(x)} samples")
+    was_training = net.training
+    net.eval()
+    denoiser = make_denoiser(net, cfg.diffusion.parameterization)
+    if getattr(getattr(net, "config", None), "droppable", ()) and guidance != 1.0:
+        denoiser = cfg_guidance(denoiser, guidance, null_cond)
+    try:
+        lams = make_schedule(cfg).lams(steps, spacing)
+        z = ddim_invert(denoiser, x.float().to(device), lams, cond=keep_cond(extra) or None)
+    finally:
+        net.train(was_training)
+    return z.float().cpu()
+
+
 @dataclass
 class LoadedStage:
     """A diffusion stage restored from a run folder (or a checkpoint folder): what
@@ -291,11 +355,18 @@ class LoadedStage:
 
     def sample(self, n: int, **options: Any) -> Tensor:
         """``n`` samples (float32, CPU, padding cropped) on the device of the weights; ``options``
-        as for :func:`generate` (sampler, steps, guidance, labels, cond, aug, seed, ...)."""
+        as for :func:`generate` (sampler, steps, guidance, labels, cond, aug, noise, seed, ...)."""
         device = next(self.net.parameters()).device
         return crop_padding(
             generate(self.net, self.config, self.image_shape, n, device=device, **options)[0], self.config
         )
+
+    def invert(self, x: Tensor, **options: Any) -> Tensor:
+        """The DDIM-inverted noise of samples ``x`` (:func:`invert`; ``options``: cond, steps,
+        spacing, guidance): ``sample(len(x), sampler="ddim", noise=z, ...)`` gives about ``x`` back."""
+        if int(self.config.data.options.get("pad", 0) or 0) or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"invert takes samples of shape (n, *{self.image_shape}) of an unpadded stage")
+        return invert(self.net, self.config, x, device=next(self.net.parameters()).device, **options)
 
 
 def load_stage(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu") -> LoadedStage:
@@ -341,6 +412,7 @@ class ImageDiffusion(Method):
         data = get_dataset(d.name, split, **options)
         for key, value in getattr(data, "inferred", {}).items():  # written to config.yaml: the same images later
             d.options.setdefault(key, value)
+        data = self.add_conditions(data, split)
         if d.shrink > 1 or d.lowres_factor >= 1:
             data = Rescaled(data, d.shrink, d.lowres_factor)
         if d.image_frames > 0:
@@ -351,10 +423,16 @@ class ImageDiffusion(Method):
             data = AppendImageFrames(data, d.image_frames, seed=self.cfg.train.seed)
         missing = [k for k in d.conditions if k not in getattr(data, "cond_keys", ())]
         if missing:
+            hint = " (vector: the CLIP image embedding that method unclip-decoder adds)" if "vector" in missing else ""
             raise ValueError(
                 f"data.conditions asks for {', '.join(missing)}, but data set {d.name!r} provides only "
-                f"{', '.join(getattr(data, 'cond_keys', ())) or 'no conditions'}"
+                f"{', '.join(getattr(data, 'cond_keys', ())) or 'no conditions'}{hint}"
             )
+        return data
+
+    def add_conditions(self, data: Any, split: str) -> Any:
+        """The data set with conditions computed from its full-resolution items (before ``data.shrink``);
+        plain diffusion adds none. An unCLIP decoder adds each image's CLIP embedding (``vector``)."""
         return data
 
     def size_multiple(self) -> int:
@@ -374,7 +452,8 @@ class ImageDiffusion(Method):
             num_classes = None
         lowres = int(cond["lowres"].shape[0]) if "lowres" in cond else 0
         text = self.text_encoder() if "caption" in self.cfg.data.conditions else None
-        return resolve_model_config(self.cfg, int(x.shape[0]), num_classes, lowres, text)
+        vector = int(cond["vector"].shape[-1]) if "vector" in cond else 0
+        return resolve_model_config(self.cfg, int(x.shape[0]), num_classes, lowres, text, vector)
 
     def build(self, model_config: dict[str, Any]) -> torch.nn.Module:
         from ..nets import TextConditioned, UNet
@@ -424,15 +503,16 @@ class ImageDiffusion(Method):
         return out
 
     def attach(self, trainer: Any) -> None:
-        """Keep the ``lowres`` inputs of the first ``sample.n`` training items for the sample grids."""
+        """Keep the ``lowres`` / ``vector`` inputs and captions of the first ``sample.n`` training
+        items for the sample grids."""
         self._shape = self.sample_shape(tuple(trainer.image_shape))
         conditions = self.cfg.data.conditions
-        if "lowres" in conditions or "caption" in conditions:
+        if {"lowres", "vector", "caption"} & set(conditions):
             from ..data import collate
 
             n = min(self.cfg.sample.n, len(trainer.dataset))
             first = collate([trainer.dataset[i] for i in range(n)])[1]
-            self._grid_cond = {"lowres": first["lowres"]} if "lowres" in conditions else {}
+            self._grid_cond = {k: first[k] for k in ("lowres", "vector") if k in conditions}
             self._grid_prompts = list(first["caption"]) if "caption" in conditions else None
 
     def sample_grid(self, trainer: Any, monitor: Any = None) -> Path | None:
@@ -469,7 +549,7 @@ class ImageDiffusion(Method):
             cfg = RunConfig.from_dict(load_yaml(where / "config.yaml"))
         except (ValueError, FileNotFoundError) as e:
             raise CheckpointError(f"{where / 'config.yaml'}: {e}") from None
-        method = ImageDiffusion(dataclasses.replace(cfg, method=""))  # the network of any diffusion stage
+        method = cls(dataclasses.replace(cfg, method=""))  # the network of any diffusion stage
         net, meta, ckpt_dir = load_network(where, method.build, weights, method=cls.name)
         if "image_shape" not in meta:
             raise CheckpointError(

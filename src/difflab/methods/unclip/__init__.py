@@ -1,0 +1,9 @@
+"""unCLIP (Ramesh et al. 2022): p(x | y) = p(x | z_i, y) p(z_i | y) on a CLIP model's image embeddings z_i.
+
+- :mod:`.embeddings`: CLIP image embeddings of a data set (:class:`ImageEmbedded`), cached, and the
+  CLIP model's identity that ties a decoder and a prior to one CLIP model.
+"""
+
+from .embeddings import ImageEmbedded, clip_identity, clip_input, image_embeddings
+
+__all__ = ["ImageEmbedded", "clip_identity", "clip_input", "image_embeddings"]
