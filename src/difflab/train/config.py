@@ -35,11 +35,12 @@ class DataConfig:
 
     ``options`` go to ``difflab.data.get_dataset(name, "train", **options)`` (e.g. ``pad: 4``).
     ``conditions`` are the condition keys of the data the model is conditioned on, e.g.
-    ``[class]`` (class-conditional), ``[class, lowres]`` (a super-resolution stage) or ``[caption]``
+    ``[class]`` (class-conditional), ``[class, lowres]`` (a super-resolution stage), ``[caption]``
     (text-to-image: captions, encoded by the ``text:`` section's encoder) or ``[vector]`` (an unCLIP
     decoder: the CLIP image embedding of each image, added by method ``unclip-decoder`` from the
-    ``clip:`` section's model); the data set must provide them. ``shrink`` > 1 trains on the images shrunk by that factor (a cascade's base
-    stage); ``lowres_factor`` > 1 adds ``lowres``, the training image shrunk by that factor more.
+    ``clip:`` section's model); the data set must provide them. ``shrink`` > 1 trains on the images
+    shrunk by that factor (a cascade's base stage); ``lowres_factor`` > 1 adds ``lowres``, the training
+    image shrunk by that factor more.
     ``image_frames`` > 0 (video data sets) appends that many independent frames of other videos to
     every clip as images (joint image-video training, Ho et al. 2022: the temporal attention keeps
     each to itself, through the ``frame_is_image`` condition); samples are clips without them.
