@@ -312,3 +312,37 @@ def test_unclip_commands_give_one_line_errors(decoder_run, tmp_path, capsys) -> 
     assert "no such image" in capsys.readouterr().err
     assert cli.main(["generate", "a red bag", "--unclip", str(decoder_run)]) == 2
     assert "prior run, a decoder run" in capsys.readouterr().err
+
+
+def test_generate_unclip_chains_a_trained_prior_and_the_decoder(clip_run, decoder_run, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from difflab import cli
+    from difflab.methods.unclip.prior import PriorMethod
+
+    cfg = RunConfig.from_dict(
+        {
+            "method": "unclip-prior",
+            "clip": {"path": str(clip_run)},
+            "model": {"kind": "diffusion", "width": 16, "layers": 1, "heads": 2},
+            "data": {"name": "scenes", "options": {"size": 8, "n": 32}, "batch_size": 8},
+            "diffusion": {"parameterization": "x", "weighting": "constant"},
+            "sample": {"steps": 3},
+            "train": {"steps": 2, "threads": 1, "sample_every": 0, "progress": False, "device": "cpu"},
+        }
+    )
+    trainer = Trainer(cfg, tmp_path / "prior", method=PriorMethod(cfg))
+    trainer.fit()
+    trainer.close()
+    out = tmp_path / "g.png"
+    args = ["generate", "a red bag at the top left", "a blue digit one", "--unclip", str(tmp_path / "prior"),
+            str(decoder_run), "--n", "2", "--steps", "2", "--out", str(out),
+            "--save", str(tmp_path / "g.pt")]  # fmt: skip
+    assert cli.main(args) == 0, capsys.readouterr().err
+    assert torch.load(tmp_path / "g.pt")["samples"].shape == (4, 3, 8, 8)
+    assert Image.open(out).size[1] > 0
+    pipe = UnCLIP.load(tmp_path / "prior", decoder_run)
+    a = pipe(["a red bag at the top left"], n=2, steps=2, seed=5)
+    torch.testing.assert_close(pipe(["a red bag at the top left"], n=2, steps=2, seed=5), a)  # seeded
+    with pytest.raises(ValueError, match="needs a prior"):
+        UnCLIP.load(None, decoder_run)(["a red bag"], steps=2)

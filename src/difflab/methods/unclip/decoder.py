@@ -19,7 +19,6 @@ on another CLIP model is refused (:func:`check_same_clip`)::
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ...train.stage import ImageDiffusion
@@ -52,10 +51,10 @@ class UnCLIPDecoder(ImageDiffusion):
         return self._clip
 
     def add_conditions(self, data: Any, split: str) -> Any:
-        from .embeddings import ImageEmbedded
+        from .embeddings import ImageEmbedded, data_key
 
         d = self.cfg.data
-        key = f"{d.name}-{split}-{json.dumps(d.options, sort_keys=True, default=str)}"
+        key = data_key(d.name, split, d.options)
         return ImageEmbedded(data, self.clip(), key=key, progress=self.cfg.train.progress)
 
     def meta(self) -> dict[str, Any]:

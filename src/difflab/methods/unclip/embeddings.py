@@ -82,7 +82,13 @@ def image_embeddings(clip: Any, images: Tensor | Sequence[Tensor], batch_size: i
     return torch.cat(out) if out else torch.zeros(0, clip.config.embed_dim)
 
 
-def _safe(key: str) -> str:
+def data_key(name: str, split: str, options: dict[str, Any]) -> str:
+    """The cache key naming a data set exactly, e.g. ``scenes-train-size=64``."""
+    return f"{name}-{split}-" + ",".join(f"{k}={options[k]}" for k in sorted(options))
+
+
+def safe_name(key: str) -> str:
+    """``key`` as a short file-name part (other characters become ``_``)."""
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)[:80]
 
 
@@ -112,7 +118,7 @@ class ImageEmbedded(torch.utils.data.Dataset):
         if key is not None:
             folder = Path(cache) if cache is not None else cache_dir()
             digest = hashlib.sha256(f"{key}|{len(data)}".encode()).hexdigest()[:12]
-            self.cache_file = folder / "embeddings" / f"{_safe(key)}-{digest}-clip{self.identity}.pt"
+            self.cache_file = folder / "embeddings" / f"{safe_name(key)}-{digest}-clip{self.identity}.pt"
         self.vectors = self._load() if self.cache_file is not None else None
         if self.vectors is None:
             self.vectors = self._compute(clip, batch_size, progress)

@@ -1,0 +1,295 @@
+"""unCLIP on the captioned scenes: CLIP, the two priors, unCLIP vs the Imagen-style cascade, variations.
+
+Two steps (each prints what it does; ``eval`` writes docs/results/unclip.json)::
+
+    python benchmarks/unclip.py train [--minutes 75]
+    python benchmarks/unclip.py eval  [--n 32 --per-caption 2]
+
+``train`` runs ``difflab train`` under ``RUNS`` (default runs/unclip), one thread each, side by side:
+the decoder of configs/unclip-decoder.yaml for ``--minutes`` of wall time (it resumes when the
+command is repeated, each repeat adding ``--minutes``), and the diffusion and autoregressive priors
+of configs/unclip-prior.yaml and configs/unclip-prior-ar.yaml to the end of their recipes (skipped
+once done). All use the CLIP run ``--clip`` (configs/clip-scenes.yaml, trained first when missing).
+
+``eval`` measures:
+
+- CLIP: zero-shot item / colour / position accuracy on the one-item test scenes and text -> image
+  recall@1 among the first 1,000 test scenes;
+- priors: mean cosine between the prior's embedding (best of 2) and the true image embedding for the
+  first ``--prior-n`` captions of each split, against the trivial baseline of the caption's own CLIP
+  text embedding;
+- unCLIP (prior -> decoder at w -> the super-resolution stage ``--sr``) vs the Imagen-style cascade
+  (``--imagen-base`` at w -> the same super-resolution stage) on the same ``--n`` seen test captions x
+  ``--per-caption`` samples, for each w in ``--guidance``: alignment, FD and diversity with the shipped
+  scene classifier (as benchmarks/imagen.py; ``base_*``: the 16x16 stage alone);
+- variations: for the first ``--variations`` test scenes, 4 decodings of each scene's image
+  embedding; the share of variations that show every item of the source in its colour (anywhere,
+  and in its quadrant);
+- grids: docs/images/unclip-manipulations.png (variations, interpolations by embedding and by
+  DDIM-inverted noise, text diffs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    ROOT,
+    command_line,
+    machine_info,
+    record_train_command,
+    train_commands,
+    training_seconds,
+    write_result,
+)
+from imagen import _prompts, _score  # noqa: E402
+
+DIFFLAB = [sys.executable, "-m", "difflab"]
+PRIORS = {"diffusion": "configs/unclip-prior.yaml", "autoregressive": "configs/unclip-prior-ar.yaml"}
+VARIATIONS_PER_IMAGE = 4
+IMAGE = ROOT / "docs" / "images" / "unclip-manipulations.png"
+
+
+def _train(config: str, out: Path, *args: str) -> subprocess.Popen:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    resume = ["--resume"] if (out / "checkpoint" / "format.json").is_file() else []
+    cmd = [*DIFFLAB, "train", str(ROOT / config), "--out", str(out), "--no-progress", *resume, "train.threads=1"]
+    cmd += list(args)
+    print("$", " ".join(cmd[2:]), flush=True)
+    with open(out.with_suffix(".log"), "a") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def _wait(*procs: subprocess.Popen) -> None:
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("a training run failed: see the .log files beside the runs")
+
+
+def train(args: argparse.Namespace) -> None:
+    runs, clip = Path(args.runs), Path(args.clip)
+    record_train_command(runs, "benchmarks/unclip.py")
+    if not (clip / "checkpoint" / "format.json").is_file():
+        _wait(_train("configs/clip-scenes.yaml", clip))
+    use_clip = f"clip.path={clip.resolve()}"
+    procs = [
+        _train(
+            "configs/unclip-decoder.yaml",
+            runs / "decoder",
+            "--time-limit",
+            str(args.minutes * 60),
+            "train.steps=1000000",
+            use_clip,
+        )  # fmt: skip
+    ]
+    for kind, config in PRIORS.items():
+        run = runs / f"prior-{kind}"
+        if (run / "summary.json").is_file() and _summary(run).get("status") == "done":
+            print(f"prior-{kind}: done ({_summary(run)['step']} updates)")
+            continue
+        procs.append(_train(config, run, use_clip))
+    _wait(*procs)
+    for name in ("decoder", *(f"prior-{k}" for k in PRIORS)):
+        s = _summary(runs / name)
+        print(f"{name:>22}: {s['step']} updates in {training_seconds(runs / name):.0f} s ({s['status']})")
+
+
+def _variation_consistency(pipe: Any, n: int, seed: int) -> dict:
+    """Share of decodings of a test scene's embedding that show each source item in its colour."""
+    import torch
+
+    from difflab.data import get_dataset
+    from difflab.eval.alignment import attribute_hits, predict_scene
+
+    data = get_dataset("scenes", "test")
+    images = torch.stack([data[i][0] for i in range(n)])
+    labels = torch.stack([data[i][1]["labels"] for i in range(n)])
+    emb = pipe.embed(images).repeat_interleave(VARIATIONS_PER_IMAGE, 0)
+    x = pipe.decode(emb, seed=seed, steps=25)[0]  # the decoder's 16x16 output (the classifier up-samples)
+    lab = labels.repeat_interleave(VARIATIONS_PER_IMAGE, 0)
+    items, colours = predict_scene(x.clamp(-1, 1))
+    hits = attribute_hits(items, colours, lab)
+    slot = hits["slot"]
+    in_place = ((hits["item"] & hits["colour"]) | ~slot).all(1)
+    anywhere = torch.ones(len(x), dtype=torch.bool)
+    for s in range(2):  # the source's (item, colour) in any quadrant
+        found = ((items == lab[:, s, 0:1]) & (colours == lab[:, s, 1:2])).any(1)
+        anywhere &= found | ~slot[:, s]
+    return {
+        "anywhere": round(float(anywhere.float().mean()), 4),
+        "in_place": round(float(in_place.float().mean()), 4),
+        "images": n,
+        "variations_per_image": VARIATIONS_PER_IMAGE,
+    }
+
+
+def _manipulations_grid(pipe: Any, path: Path, seed: int) -> Path:
+    """Rows: a source and 5 variations; two interpolations (by embedding, by inverted noise); two
+    text diffs (colour, item). Every row: 7 images of the cascade's output size."""
+    import torch
+
+    from difflab.data import get_dataset, save_grid
+    from difflab.data.scenes import COLOURS, ITEMS, describe_labels
+
+    data = get_dataset("scenes", "test")
+    one = [i for i in range(200) if int(data[i][1]["labels"][1, 0]) < 0][:3]
+    a, b, c = (data[i][0] for i in one)
+    rows = [torch.cat([a[None], pipe.variations(a, 6, seed=seed)])]
+    for mode in ("embedding", "noise"):
+        rows.append(torch.cat([a[None], pipe.interpolate(a, b, 5, mode=mode, seed=seed), b[None]]))
+    lab = data[one[2]][1]["labels"]
+    source = describe_labels(lab)
+    recoloured, other_item = lab.clone(), lab.clone()
+    recoloured[0, 1] = (int(lab[0, 1]) + 1) % len(COLOURS)
+    other_item[0, 0] = (int(lab[0, 0]) + 1) % len(ITEMS)
+    for target in (describe_labels(recoloured), describe_labels(other_item)):
+        moved = pipe.text_diff(c, source, target, (0.0, 0.2, 0.35, 0.5, 0.65, 0.8), seed=seed)
+        rows.append(torch.cat([c[None], moved]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_grid(torch.cat(rows).clamp(-1, 1), path, nrow=7)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    import difflab
+    from difflab.methods.clip import retrieval_recall_at_1, zero_shot_accuracy
+    from difflab.methods.unclip.pipeline import UnCLIP
+    from difflab.methods.unclip.prior import prior_cosine, text_baseline_cosine
+
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs)
+    priors = {k: difflab.load(runs / f"prior-{k}") for k in PRIORS if (runs / f"prior-{k}").is_dir()}
+    decoder, sr = difflab.load(runs / "decoder"), difflab.load(args.sr)
+    pipe = UnCLIP(priors["diffusion"], decoder, sr)
+    clip = pipe.clip
+    print("CLIP ...", flush=True)
+    zero_shot = zero_shot_accuracy(clip, "test")
+    clip_scores = {"zero_shot": zero_shot, "r_at_1": retrieval_recall_at_1(clip, "test", 1000)}
+    print(json.dumps(clip_scores), flush=True)
+    prior_scores: dict[str, dict[str, float]] = {}
+    for split in ("test", "unseen", "paraphrase"):
+        for kind, prior in priors.items():
+            prior_scores.setdefault(kind, {})[split] = round(prior_cosine(prior, split, args.prior_n), 4)
+        prior_scores.setdefault("text_baseline", {})[split] = round(text_baseline_cosine(clip, split, args.prior_n), 4)
+    print(json.dumps(prior_scores), flush=True)
+
+    sr_opts = {"steps": [args.steps, args.sr_steps], "threshold": "none", "sampler": "ddim", "aug": args.aug}
+    imagen = difflab.load([args.imagen_base, args.sr])
+    prompts, labels = _prompts("seen", args.n, args.per_caption)
+    rows, seconds = [], {}
+    for w in args.guidance:
+        for model in ("unclip", "imagen"):
+            t0 = time.perf_counter()
+            if model == "unclip":
+                low, x = pipe.sample(prompts, seed=0, guidance=[w, 1.0], **sr_opts)
+            else:
+                low, x = imagen.sample(len(prompts), prompts=prompts, seed=0, guidance=[w, 1.0], **sr_opts)
+            seconds.setdefault(model, []).append((time.perf_counter() - t0) / len(prompts))
+            rows.append({"model": model, "guidance": w, **_score(x, low, labels, "seen", args.per_caption)})
+            print(json.dumps(rows[-1]), flush=True)
+    variations = _variation_consistency(pipe, args.variations, seed=0)
+    print(json.dumps(variations), flush=True)
+    print(f"wrote {_manipulations_grid(pipe, IMAGE, seed=0)}")
+    result = {
+        "command": command_line("benchmarks/unclip.py"),
+        "train_command": train_commands(runs),
+        "machine": machine_info(),
+        "date": date.today().isoformat(),
+        "clip": clip_scores,
+        "prior_cosine": {k: v["test"] for k, v in prior_scores.items()},
+        "prior_cosine_by_split": prior_scores,
+        "prior_captions": args.prior_n,
+        "captions_per_score": args.n,
+        "samples_per_caption": args.per_caption,
+        "sampler": f"ddim, {args.steps} steps (16x16), {args.sr_steps} steps at w = 1 and augmentation level "
+        f"{args.aug} (super-resolution {args.sr}); prior: its recipe's sampler, best of 2",
+        "imagen_base": args.imagen_base,
+        "train": {
+            name: {"updates": _summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
+            for name in ("decoder", *(f"prior-{k}" for k in priors))
+        },
+        "seconds_per_image": {k: round(statistics.median(v), 4) for k, v in seconds.items()},
+        "rows": rows,
+        "variation_consistency": variations["anywhere"],
+        "variation_consistency_detail": variations,
+        "image": str(IMAGE.relative_to(ROOT)),
+    }  # fmt: skip
+    print(f"wrote {write_result('unclip', result)}")
+
+
+def render_unclip(data: dict) -> str:
+    """The RESULTS.md section."""
+    from report import table
+
+    clip = data["clip"]
+    zs = clip["zero_shot"]
+    out = [
+        f"Trained by `{data.get('train_command', 'unknown')}`; {data['sampler']}.",
+        "",
+        table(["part", "updates", "train s"], [[k, v["updates"], v["seconds"]] for k, v in data["train"].items()]),
+        "",
+        f"CLIP zero-shot accuracy on {zs.get('scenes')} one-item test scenes: item {zs['item']}, colour "
+        f"{zs['colour']}, position {zs['position']}; text -> image recall@1 among 1,000: {clip['r_at_1']}.",
+        "",
+        f"Prior cosine to the true image embedding ({data['prior_captions']} captions per split):",
+        "",
+    ]
+    by_split = data["prior_cosine_by_split"]
+    splits = list(next(iter(by_split.values())))
+    out.append(table(["prior", *splits], [[k, *[v[s] for s in splits]] for k, v in by_split.items()]))
+    out += [
+        "",
+        f"unCLIP vs the Imagen-style cascade ({data['imagen_base']}), {data['captions_per_score']} seen captions x "
+        f"{data['samples_per_caption']} samples; seconds per image: {data['seconds_per_image']}:",
+        "",
+    ]
+    keys = ["alignment", "base_alignment", "item", "colour", "position", "fd", "diversity"]
+    rows = sorted(data["rows"], key=lambda r: (r["model"], r["guidance"]))
+    out.append(table(["model", "w", *keys], [[r["model"], r["guidance"], *[r[k] for k in keys]] for r in rows]))
+    v = data["variation_consistency_detail"]
+    out += [
+        "",
+        f"Variations keep every source item in its colour: {v['anywhere']} (in its quadrant too: {v['in_place']}); "
+        f"{v['images']} test scenes x {v['variations_per_image']} variations.",
+        "",
+        f"![unCLIP manipulations]({Path(data['image']).relative_to('docs')})",
+    ]
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=("train", "eval"))
+    p.add_argument("--runs", default="runs/unclip", help="folder of the runs (default: %(default)s)")
+    p.add_argument("--clip", default="runs/clip-scenes", help="the CLIP run (default: %(default)s)")
+    p.add_argument("--sr", default="runs/imagen/sr-aug", help="super-resolution stage (default: %(default)s)")
+    p.add_argument("--imagen-base", default="runs/imagen/base-minilm", help="Imagen base (default: %(default)s)")
+    p.add_argument("--minutes", type=float, default=75.0, help="wall time of the decoder's training")
+    p.add_argument("--n", type=int, default=32, help="captions per score")
+    p.add_argument("--per-caption", type=int, default=2, help="samples per caption")
+    p.add_argument("--prior-n", type=int, default=256, help="captions per prior cosine")
+    p.add_argument("--variations", type=int, default=64, help="test scenes for variation consistency")
+    p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 8.0])
+    p.add_argument("--aug", type=float, default=0.1, help="super-resolution sampling augmentation level")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps of the 16x16 stages")
+    p.add_argument("--sr-steps", type=int, default=10, help="DDIM steps of the super-resolution stage")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    train(args) if args.what == "train" else evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
