@@ -159,6 +159,15 @@ COMMANDS: dict[str, Command] = {
         "generate PROMPT --unclip PRIOR DECODER [SR ...].",
         where="difflab.methods.unclip.cli:unclip",
     ),
+    "report": Command(
+        help="one self-contained HTML page for a run or model: config, curves, samples, metrics",
+        description=(
+            "Writes one HTML file (default RUN_OR_MODEL/report.html) that needs nothing else: the summary, the "
+            "config, training curves (loss, learning rate, gradient norm, throughput), metric-vs-step charts, the "
+            "sample grids over training (latest first), audio and video, and eval.json, all embedded inline."
+        ),
+        where="difflab.commands:report",
+    ),
     "ardm-train": Command(
         help="train an autoregressive diffusion model (OA-ARDM, Upscale ARDM, text) from a YAML recipe",
         description="Trains the ARDM of CONFIG (e.g. configs/ardm-digits.yaml) with the difflab trainer; "

@@ -468,3 +468,21 @@ def _generate_unclip(args: argparse.Namespace, prompts: list[str]) -> int:
     if args.save:
         print(f"wrote {save_samples(Path(args.save), x, None)}")
     return 0
+
+
+def add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_OR_MODEL", help="a run folder or an exported model folder")
+    p.add_argument("--out", metavar="HTML", help="page to write (default: RUN_OR_MODEL/report.html)")
+    p.add_argument(
+        "--max-samples", type=int_at_least(0), default=12, metavar="N",
+        help="sample files shown over training, latest first (default: %(default)s)",
+    )  # fmt: skip
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``difflab report``: see :mod:`difflab.report`."""
+    from .report import write_report
+
+    out = write_report(args.run, args.out or Path(args.run) / "report.html", max_samples=args.max_samples)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KB)")
+    return 0
