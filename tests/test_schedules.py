@@ -79,7 +79,7 @@ def test_sample_t_modes():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="valid schedules: betas, cosine, linear"):
+    with pytest.raises(ValueError, match="valid schedules: betas, cosine, diffusers, linear"):
         get_schedule("cosin")
     with pytest.raises(ValueError, match="t must lie in"):
         CosineSchedule().lam(1.5)

@@ -64,8 +64,9 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
 def add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument(
-        "run", nargs="+", metavar="RUN", help="run folder (or its checkpoint folder); several: a cascade, base first"
-    )
+        "run", nargs="+", metavar="RUN",
+        help="run folder (or its checkpoint folder, or a diffusers UNet2DModel folder); several: a cascade, base first",
+    )  # fmt: skip
     p.add_argument("--prompt", action="append", metavar="TEXT", help="caption-conditioned runs: a prompt "
                    "(repeat for several; cycled over the samples)")  # fmt: skip
     add_sampling_options(p, n_default)
@@ -121,7 +122,9 @@ def add_eval(p: argparse.ArgumentParser) -> None:
 
 
 def add_distill(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="teacher: a run of 'difflab train' (or an earlier distill stage)")
+    p.add_argument(
+        "run", metavar="RUN", help="teacher: a run of 'difflab train', an earlier distill stage or a diffusers folder"
+    )
     p.add_argument("--to-steps", type=int_at_least(1), help="sampling steps of the last student (default: 4)")
     p.add_argument("--from-steps", type=int_at_least(2), help="teacher DDIM steps the first student halves (256)")
     p.add_argument("--updates", type=int_at_least(1), help="optimizer updates per halving (default: 1000)")

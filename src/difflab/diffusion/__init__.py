@@ -30,12 +30,20 @@ from .parameterization import (
     x_from_v,
 )
 from .samplers import SAMPLERS, ddim, ddim_invert, ddim_step, ddpm, ddpm_step, dpmpp_2m, get_sampler, heun, sample
-from .schedules import SCHEDULES, BetaSchedule, CosineSchedule, LinearBetaSchedule, Schedule, get_schedule
+from .schedules import (
+    SCHEDULES,
+    BetaSchedule,
+    CosineSchedule,
+    DiffusersSchedule,
+    LinearBetaSchedule,
+    Schedule,
+    get_schedule,
+)
 
 __all__ = [
     "NORMS", "PARAMETERIZATIONS", "SAMPLERS", "SCHEDULES", "WEIGHTINGS", "BetaSchedule", "CosineSchedule",
-    "Denoiser", "LinearBetaSchedule", "Schedule", "cat_cond", "cfg", "classifier_guidance", "ddim", "ddim_invert",
-    "ddim_step",
+    "Denoiser", "DiffusersSchedule", "LinearBetaSchedule", "Schedule", "cat_cond", "cfg", "classifier_guidance",
+    "ddim", "ddim_invert", "ddim_step",
     "ddpm", "ddpm_step", "diffusion_loss", "dpmpp_2m", "dynamic_threshold", "dynamic_threshold_x", "eps_from_v",
     "eps_from_x", "get_sampler", "get_schedule", "heun", "loss_weight", "make_denoiser", "merge_both",
     "output_channels", "predict", "reconstruction_guidance", "replacement", "sample", "static_threshold", "target",

@@ -219,9 +219,52 @@ class LinearBetaSchedule(BetaSchedule):
         super().__init__(torch.linspace(beta_start, beta_end, n, dtype=torch.float64))
 
 
-SCHEDULES = {"cosine": CosineSchedule, "linear": LinearBetaSchedule, "betas": BetaSchedule}
+class DiffusersSchedule(BetaSchedule):
+    """The betas of a diffusers scheduler config (its ``num_train_timesteps``, ``beta_start``,
+    ``beta_end``, ``beta_schedule`` and ``trained_betas``), computed in float32 as diffusers'
+    DDPM / DDIM schedulers compute them, so ``DiffusersSchedule(**fields)`` equals
+    ``BetaSchedule(scheduler.betas.double())`` without importing diffusers. diffusers' timestep
+    ``k`` is ``t = (k + 1) / N`` (see docs/diffusion.md, "From diffusers").
+    """
+
+    name = "diffusers"
+    BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: Sequence[float] | None = None,
+    ) -> None:
+        n = int(num_train_timesteps)
+        check_steps(n)
+        f32 = torch.float32
+        if trained_betas is not None:
+            betas = torch.tensor(list(trained_betas), dtype=f32)
+        elif beta_schedule == "linear":
+            betas = torch.linspace(beta_start, beta_end, n, dtype=f32)
+        elif beta_schedule == "scaled_linear":  # latent diffusion's
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=f32) ** 2
+        elif beta_schedule == "squaredcos_cap_v2":  # Nichol & Dhariwal's discrete cosine, capped at 0.999
+            abar = [math.cos((i / n + 0.008) / 1.008 * math.pi / 2) ** 2 for i in range(n + 1)]
+            betas = torch.tensor([min(1 - abar[i + 1] / abar[i], 0.999) for i in range(n)], dtype=f32)
+        elif beta_schedule == "sigmoid":  # GeoDiff's
+            betas = torch.sigmoid(torch.linspace(-6, 6, n)) * (beta_end - beta_start) + beta_start
+        else:
+            raise ValueError(
+                f"unknown beta_schedule {beta_schedule!r}; valid: {', '.join(self.BETA_SCHEDULES)} (or trained_betas)"
+            )
+        super().__init__(betas.double())
+
+
+SCHEDULES = {
+    "cosine": CosineSchedule, "linear": LinearBetaSchedule, "betas": BetaSchedule, "diffusers": DiffusersSchedule,
+}  # fmt: skip
 
 
 def get_schedule(name: str, **kwargs) -> Schedule:
-    """Build a schedule by name: ``cosine``, ``linear`` or ``betas`` (needs ``betas=...``)."""
+    """Build a schedule by name: ``cosine``, ``linear``, ``betas`` (needs ``betas=...``) or ``diffusers``
+    (the beta fields of a diffusers scheduler config)."""
     return choose("schedule", name, SCHEDULES)(**kwargs)

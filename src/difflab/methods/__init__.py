@@ -10,6 +10,7 @@ checkpoints record its name, and :func:`load` dispatches on it::
     cascade = difflab.load(["runs/base", "runs/sr"])       # a Cascade: cascade.sample(16)
     clip = difflab.load("runs/clip-scenes")                # a CLIP: encode_image, encode_captions
     clip = difflab.load("models/clip-vit-b32")             # a Hugging Face CLIP folder: an HFCLIP
+    stage = difflab.load("models/ddpm-digits")             # a diffusers UNet2DModel folder: a stage
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ def load(
     path: str | Path | list[str | Path], weights: str = "ema", device: Any = "cpu", method: str | None = None
 ) -> Any:
     """What a checkpoint holds, ready to use: a run, checkpoint or exported folder (dispatching on the
-    method recorded in its ``format.json``), a WaveGrad snapshot ``.safetensors``, a Hugging Face
-    CLIP folder (``config.json``, no ``format.json``: a frozen :class:`~difflab.nets.hf_clip.HFCLIP`)
-    or a list of diffusion stage folders (a :class:`~.cascade.Cascade`, base first). ``method``
-    (e.g. "ardm") refuses checkpoints of any other method, naming both: what a command that needs
-    one says."""
+    method recorded in its ``format.json``), a WaveGrad snapshot ``.safetensors``, a diffusers
+    UNet2DModel folder (a diffusion stage, :func:`~difflab.nets.diffusers_unet.load_diffusers_unet`;
+    ``weights`` does not apply), a Hugging Face CLIP folder (``config.json``, no ``format.json``: a
+    frozen :class:`~difflab.nets.hf_clip.HFCLIP`) or a list of diffusion stage folders (a
+    :class:`~.cascade.Cascade`, base first). ``method`` (e.g. "ardm") refuses checkpoints of any other
+    method, naming both: what a command that needs one says."""
+    from ..nets.diffusers_unet import is_diffusers_folder, load_diffusers_unet
     from ..nets.hf_clip import hf_model_type
     from ..train.checkpoint import CheckpointError, checkpoint_path, read_meta
 
@@ -56,12 +59,17 @@ def load(
         from .cascade import Cascade
 
         return Cascade([load(p, weights, device, "diffusion") for p in path])
+    from_diffusers = is_diffusers_folder(path)
     if Path(path).suffix == ".safetensors":
         name = "wavegrad"
+    elif from_diffusers:  # checked before CLIP: a bare UNet2DModel folder has a config.json too
+        name = "diffusion"
     elif hf_model_type(path) is not None:
         name = "clip"  # a Hugging Face model folder; HFCLIP refuses other model types in one line
     else:
         name = str(read_meta(checkpoint_path(path)).get("method") or "diffusion")
     if method is not None and name != method:
         raise CheckpointError(f"{path} holds a {name!r} checkpoint; this needs a {method!r} one")
+    if from_diffusers:
+        return load_diffusers_unet(path, device)
     return get_method(name).load(path, weights, device)

@@ -44,6 +44,7 @@ from ..config import from_dict, to_dict
 from ..diffusion import cfg as cfg_guidance
 from ..diffusion import diffusion_loss, make_denoiser
 from ..diffusion._util import alpha_sigma, bcast
+from ..nets.diffusers_unet import diffusers_student_config, is_diffusers_config
 from ..train.checkpoint import CHECKPOINT_DIR
 from ..train.config import RunConfig
 from ..train.stage import ImageDiffusion, LoadedStage
@@ -282,11 +283,13 @@ def stage_dir(out: str | Path, steps: int) -> Path:
 
 
 def check_teacher(path: str | Path) -> dict[str, Any]:
-    """The ``format.json`` metadata of a distillable checkpoint; a one-line error otherwise."""
+    """The ``format.json`` metadata of a distillable checkpoint (or the like of a diffusers
+    UNet2DModel folder); a one-line error otherwise."""
     from ..diffusion import PARAMETERIZATIONS
+    from ..nets.diffusers_unet import is_diffusers_folder, stage_parts
     from ..train.checkpoint import checkpoint_path, read_meta
 
-    meta = read_meta(checkpoint_path(path))
+    meta = stage_parts(path)[1] if is_diffusers_folder(path) else read_meta(checkpoint_path(path))
     method = meta.get("method", "diffusion")
     if method != "diffusion" or "model_config" not in meta or "image_shape" not in meta:
         raise ValueError(
@@ -335,6 +338,8 @@ def student_model_config(teacher_meta: dict[str, Any], dcfg: DistillConfig, para
     from ..diffusion import output_channels
 
     m = dict(teacher_meta["model_config"])
+    if is_diffusers_config(m):  # a wrapped diffusers UNet2DModel: its student is a copy of it
+        return diffusers_student_config(m, parameterization, dcfg.guidance, dcfg.guidance_range)
     conditional = m.get("num_classes") or m.get("token_dim") or m.get("pooled_dim")
     if (dcfg.guidance is not None or dcfg.guidance_range is not None) and not conditional:
         raise ValueError(

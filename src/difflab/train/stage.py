@@ -457,7 +457,10 @@ class ImageDiffusion(Method):
 
     def build(self, model_config: dict[str, Any]) -> torch.nn.Module:
         from ..nets import TextConditioned, UNet
+        from ..nets.diffusers_unet import DiffusersUNet, is_diffusers_config
 
+        if is_diffusers_config(model_config):  # a wrapped diffusers UNet2DModel (a distilled student of one)
+            return DiffusersUNet.from_model_config(model_config)
         unet = UNet(model_config)
         return TextConditioned(unet, self.text_encoder()) if "caption" in self.cfg.data.conditions else unet
 
