@@ -26,7 +26,8 @@ once done). All use the CLIP run ``--clip`` (configs/clip-scenes.yaml, trained f
   embedding; the share of variations that show every item of the source in its colour (anywhere,
   and in its quadrant);
 - grids: docs/images/unclip-manipulations.png (variations, interpolations by embedding and by
-  DDIM-inverted noise, text diffs).
+  DDIM-inverted noise, text diffs) of the 16x16 decoder alone (the super-resolution stage is far
+  less trained than it); ``python benchmarks/unclip.py grid`` draws only this picture.
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ from common import (  # noqa: E402
 from imagen import _prompts, _score  # noqa: E402
 
 DIFFLAB = [sys.executable, "-m", "difflab"]
-PRIORS = {"diffusion": "configs/unclip-prior.yaml", "autoregressive": "configs/unclip-prior-ar.yaml"}
+PRIORS = {  # kind -> (recipe, run folder under --runs)
+    "diffusion": ("configs/unclip-prior.yaml", "prior-diffusion"),
+    "autoregressive": ("configs/unclip-prior-ar.yaml", "prior-ar"),
+}
 VARIATIONS_PER_IMAGE = 4
 IMAGE = ROOT / "docs" / "images" / "unclip-manipulations.png"
 
@@ -94,14 +98,14 @@ def train(args: argparse.Namespace) -> None:
             use_clip,
         )  # fmt: skip
     ]
-    for kind, config in PRIORS.items():
-        run = runs / f"prior-{kind}"
+    for config, name in PRIORS.values():
+        run = runs / name
         if (run / "summary.json").is_file() and _summary(run).get("status") == "done":
-            print(f"prior-{kind}: done ({_summary(run)['step']} updates)")
+            print(f"{name}: done ({_summary(run)['step']} updates)")
             continue
         procs.append(_train(config, run, use_clip))
     _wait(*procs)
-    for name in ("decoder", *(f"prior-{k}" for k in PRIORS)):
+    for name in ("decoder", *(name for _, name in PRIORS.values())):
         s = _summary(runs / name)
         print(f"{name:>22}: {s['step']} updates in {training_seconds(runs / name):.0f} s ({s['status']})")
 
@@ -136,19 +140,23 @@ def _variation_consistency(pipe: Any, n: int, seed: int) -> dict:
 
 
 def _manipulations_grid(pipe: Any, path: Path, seed: int) -> Path:
-    """Rows: a source and 5 variations; two interpolations (by embedding, by inverted noise); two
-    text diffs (colour, item). Every row: 7 images of the cascade's output size."""
+    """Rows: a source and 6 variations; two interpolations (by embedding, by inverted noise); two
+    text diffs (colour, item). Every row: 7 images at the pipeline's output size, shown 4x larger
+    (nearest neighbour); sources are the 64x64 test scenes, shown shrunk to that size."""
     import torch
+    import torch.nn.functional as F
 
     from difflab.data import get_dataset, save_grid
     from difflab.data.scenes import COLOURS, ITEMS, describe_labels
+    from difflab.methods.unclip.pipeline import resize_images
 
     data = get_dataset("scenes", "test")
     one = [i for i in range(200) if int(data[i][1]["labels"][1, 0]) < 0][:3]
     a, b, c = (data[i][0] for i in one)
-    rows = [torch.cat([a[None], pipe.variations(a, 6, seed=seed)])]
+    a_, b_, c_ = (resize_images(x[None], pipe.image_shape[-2:]) for x in (a, b, c))
+    rows = [torch.cat([a_, pipe.variations(a, 6, seed=seed)])]
     for mode in ("embedding", "noise"):
-        rows.append(torch.cat([a[None], pipe.interpolate(a, b, 5, mode=mode, seed=seed), b[None]]))
+        rows.append(torch.cat([a_, pipe.interpolate(a, b, 5, mode=mode, seed=seed), b_]))
     lab = data[one[2]][1]["labels"]
     source = describe_labels(lab)
     recoloured, other_item = lab.clone(), lab.clone()
@@ -156,9 +164,10 @@ def _manipulations_grid(pipe: Any, path: Path, seed: int) -> Path:
     other_item[0, 0] = (int(lab[0, 0]) + 1) % len(ITEMS)
     for target in (describe_labels(recoloured), describe_labels(other_item)):
         moved = pipe.text_diff(c, source, target, (0.0, 0.2, 0.35, 0.5, 0.65, 0.8), seed=seed)
-        rows.append(torch.cat([c[None], moved]))
+        rows.append(torch.cat([c_, moved]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_grid(torch.cat(rows).clamp(-1, 1), path, nrow=7)
+    grid = F.interpolate(torch.cat(rows).clamp(-1, 1), scale_factor=4, mode="nearest")
+    return save_grid(grid, path, nrow=7)
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -171,7 +180,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
-    priors = {k: difflab.load(runs / f"prior-{k}") for k in PRIORS if (runs / f"prior-{k}").is_dir()}
+    priors = {k: difflab.load(runs / name) for k, (_, name) in PRIORS.items() if (runs / name).is_dir()}
     decoder, sr = difflab.load(runs / "decoder"), difflab.load(args.sr)
     pipe = UnCLIP(priors["diffusion"], decoder, sr)
     clip = pipe.clip
@@ -202,7 +211,7 @@ def evaluate(args: argparse.Namespace) -> None:
             print(json.dumps(rows[-1]), flush=True)
     variations = _variation_consistency(pipe, args.variations, seed=0)
     print(json.dumps(variations), flush=True)
-    print(f"wrote {_manipulations_grid(pipe, IMAGE, seed=0)}")
+    print(f"wrote {_manipulations_grid(UnCLIP(None, decoder), IMAGE, seed=0)}")
     result = {
         "command": command_line("benchmarks/unclip.py"),
         "train_command": train_commands(runs),
@@ -219,7 +228,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "imagen_base": args.imagen_base,
         "train": {
             name: {"updates": _summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
-            for name in ("decoder", *(f"prior-{k}" for k in priors))
+            for name in ("decoder", *(PRIORS[k][1] for k in priors))
         },
         "seconds_per_image": {k: round(statistics.median(v), 4) for k, v in seconds.items()},
         "rows": rows,
@@ -270,9 +279,20 @@ def render_unclip(data: dict) -> str:
     return "\n".join(out)
 
 
+def grid(args: argparse.Namespace) -> None:
+    """Only the picture of the manipulations (as ``eval`` draws it)."""
+    import torch
+
+    import difflab
+    from difflab.methods.unclip.pipeline import UnCLIP
+
+    torch.set_num_threads(args.threads)
+    print(f"wrote {_manipulations_grid(UnCLIP(None, difflab.load(Path(args.runs) / 'decoder')), IMAGE, seed=0)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("train", "eval"))
+    p.add_argument("what", choices=("train", "eval", "grid"))
     p.add_argument("--runs", default="runs/unclip", help="folder of the runs (default: %(default)s)")
     p.add_argument("--clip", default="runs/clip-scenes", help="the CLIP run (default: %(default)s)")
     p.add_argument("--sr", default="runs/imagen/sr-aug", help="super-resolution stage (default: %(default)s)")
@@ -288,7 +308,7 @@ def main() -> None:
     p.add_argument("--sr-steps", type=int, default=10, help="DDIM steps of the super-resolution stage")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    train(args) if args.what == "train" else evaluate(args)
+    {"train": train, "eval": evaluate, "grid": grid}[args.what](args)
 
 
 if __name__ == "__main__":

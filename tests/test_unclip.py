@@ -247,10 +247,21 @@ def test_text_to_image_and_the_manipulations_have_the_right_shapes(pipe) -> None
     assert diff.shape == (2, 3, 8, 8)
 
 
+def test_images_are_embedded_as_the_decoder_saw_its_training_images(pipe, clip_run) -> None:
+    """The decoder trained on 16x16 scenes shrunk to 8x8: its embeddings came from the 16x16 images,
+    and the pipeline must embed a 16x16 image the same way, not from its 8x8 output size."""
+    assert pipe.source_shape == (3, 16, 16) and pipe.image_shape == (3, 8, 8)
+    data = CaptionedScenes("test", n=4, size=16)
+    trained = ImageEmbedded(data, load_clip(clip_run), progress=False).vectors
+    torch.testing.assert_close(pipe.embed(torch.stack([data[i][0] for i in range(4)])), trained)
+
+
 def test_interpolating_an_image_with_itself_returns_it(pipe) -> None:
     image = CaptionedScenes("test", n=1, size=8)[0][0]
     out = pipe.interpolate(image, image.clone(), frames=3, mode="noise")
     assert torch.equal(out, image.expand(3, -1, -1, -1))
+    big = CaptionedScenes("test", n=1, size=16)[0][0]  # at the source size: returned at the output size
+    torch.testing.assert_close(pipe.interpolate(big, big.clone(), frames=2)[0], F.avg_pool2d(big[None], 2)[0])
 
 
 def test_images_of_another_size_are_resized_and_bad_input_is_refused(pipe) -> None:
@@ -281,9 +292,9 @@ def test_unclip_commands_write_grids_and_convert_odd_images(decoder_run, tmp_pat
     from difflab import cli
 
     rgba = tmp_path / "scene.png"
-    x = CaptionedScenes("test", n=1, size=16)[0][0]
+    x = CaptionedScenes("test", n=1, size=32)[0][0]
     arr = ((x.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
-    Image.fromarray(arr).convert("RGBA").save(rgba)  # RGBA and 16x16: converted and resized
+    Image.fromarray(arr).convert("RGBA").save(rgba)  # RGBA and 32x32: converted, resized to the source's 16
     out = tmp_path / "v.png"
     assert cli.main(["unclip", "variations", "--decoder", str(decoder_run), str(rgba), "--n", "3", "--steps", "2",
                      "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip

@@ -5,7 +5,8 @@
 - ``difflab unclip text-diff --decoder RUN IMAGE --from "a red bag ..." --to "a blue bag ..." --out t.png``
 
 Text to image is ``difflab generate PROMPT --unclip PRIOR DECODER [SR ...]``. An IMAGE of another
-size or mode is converted to RGB and resized to the pipeline's output size, with a notice; a file
+size or mode is converted to RGB and resized to the size the decoder's CLIP embeddings were computed
+at (its training images before shrinking), with a notice; a file
 that is not an image is a one-line error. Each command writes one PNG grid (the source image(s)
 first in the row).
 """
@@ -94,20 +95,21 @@ def run_unclip(args: argparse.Namespace) -> int:
     from ...data import save_grid
     from ...train.distributed import resolve_device
     from ...train.stage import upscale_for_grid
-    from .pipeline import UnCLIP
+    from .pipeline import UnCLIP, resize_images
 
     pipe = UnCLIP.load(None, args.decoder, *args.sr, weights=args.weights, device=resolve_device(args.device))
     options = {"guidance": args.guidance, "steps": args.steps, "aug": args.aug, "seed": args.seed}
-    image = read_image(args.image, pipe.image_shape)
+    image = read_image(args.image, pipe.source_shape)
+    shown = resize_images(image[None], pipe.image_shape[-2:])  # the source in the grid, at the output size
     t0 = time.perf_counter()
     if args.action == "variations":
-        out = torch.cat([image[None], pipe.variations(image, args.n, **options)])
+        out = torch.cat([shown, pipe.variations(image, args.n, **options)])
     elif args.action == "interpolate":
-        other = read_image(args.image_b, pipe.image_shape)
+        other = read_image(args.image_b, pipe.source_shape)
         out = pipe.interpolate(image, other, args.frames, mode=args.mode, **options)
-        out = torch.cat([image[None], out, other[None]])
+        out = torch.cat([shown, out, resize_images(other[None], pipe.image_shape[-2:])])
     else:
-        out = torch.cat([image[None], pipe.text_diff(image, args.source, args.target, args.amounts, **options)])
+        out = torch.cat([shown, pipe.text_diff(image, args.source, args.target, args.amounts, **options)])
     seconds = time.perf_counter() - t0
     path = save_grid(upscale_for_grid(out.clamp(-1, 1)), Path(args.out), nrow=len(out))
     print(f"wrote {path} ({len(out) - 1} image(s) after the source, {seconds:.1f} s)")

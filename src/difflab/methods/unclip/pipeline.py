@@ -12,8 +12,9 @@ noise) and decoded again, which gives the paper's manipulations::
     pipe.interpolate(image_a, image_b, frames=5, mode="noise")   # slerp of embeddings (and noise)
     pipe.text_diff(image, "a red bag at the top left", "a blue bag at the top left")
 
-Images are (N, 3, S, S) or (3, S, S) float tensors in [-1, 1] at the cascade's output size (the
-scenes: 64x64); the decoder sees them shrunk to its own size by area averaging, as it was trained.
+Images are (N, 3, H, W) or (3, H, W) float tensors in [-1, 1], best at :attr:`UnCLIP.source_shape`
+(the decoder's training images before shrinking; the scenes: 64x64): the CLIP model embeds them as
+in the decoder's training, and DDIM inversion sees them shrunk to the decoder's size.
 A prior and a decoder built on different CLIP models are refused (their recorded identities).
 """
 
@@ -45,6 +46,17 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
     wa = torch.where(safe, torch.sin((1 - t) * omega) / so.clamp_min(1e-12), torch.full_like(so, 1 - t))
     wb = torch.where(safe, torch.sin(t * omega) / so.clamp_min(1e-12), torch.full_like(so, t))
     return (wa * fa + wb * fb).view(a.shape).to(a.dtype)
+
+
+def resize_images(images: Tensor, size: Sequence[int]) -> Tensor:
+    """Images (N, C, H, W) at ``size`` (H, W): area-averaged by an integer factor (as the decoder's
+    training images were shrunk), else antialiased bilinear interpolation."""
+    h, w = images.shape[-2:]
+    if (h, w) == tuple(size):
+        return images
+    if h % size[0] == 0 and w % size[1] == 0 and h // size[0] == w // size[1]:
+        return F.avg_pool2d(images, h // size[0])
+    return F.interpolate(images, size=tuple(size), mode="bilinear", antialias=True)
 
 
 class UnCLIP:
@@ -131,13 +143,20 @@ class UnCLIP:
         return self.cascade.sample(len(embeddings), cond={"vector": embeddings}, noise=noise, seed=seed, **options)
 
     # -- images in ----------------------------------------------------------------------------------------
+    @property
+    def source_shape(self) -> tuple[int, ...]:
+        """The shape of the images the decoder's embeddings were computed from: its training images
+        before ``data.shrink`` (the scenes: (3, 64, 64)). Images to encode are best given at it."""
+        c, h, w = self.decoder.image_shape
+        k = int(self.decoder.config.data.shrink)
+        return (c, h * k, w * k)
+
     def _images(self, images: Tensor) -> Tensor:
+        """Images (N, C, H, W) (or one (C, H, W)) as float in [-1, 1], checked, at their own size."""
         images = images[None] if images.ndim == 3 else images
-        c, *size = self.image_shape
+        c = self.image_shape[0]
         if images.ndim != 4 or images.shape[1] != c:
             raise ValueError(f"images must be (N, {c}, H, W) in [-1, 1], got {tuple(images.shape)}")
-        if list(images.shape[-2:]) != size:
-            images = F.interpolate(images.float(), size=tuple(size), mode="bilinear", antialias=True)
         return images.float().clamp(-1.0, 1.0)
 
     def _check_embeddings(self, embeddings: Tensor) -> Tensor:
@@ -147,7 +166,8 @@ class UnCLIP:
         return embeddings.float()
 
     def embed(self, images: Tensor) -> Tensor:
-        """(N, E) CLIP image embeddings of images (resized to the cascade's output size first)."""
+        """(N, E) CLIP image embeddings of images at their own size (the CLIP model resizes them to its
+        input as in the decoder's training; give them at :attr:`source_shape`)."""
         return image_embeddings(self.clip, self._images(images))
 
     def invert(self, images: Tensor, embeddings: Tensor | None = None, **options: Any) -> Tensor:
@@ -155,8 +175,7 @@ class UnCLIP:
         embeddings (default: their own); ``options``: steps, guidance (as decoding will use)."""
         images = self._images(images)
         embeddings = self.embed(images) if embeddings is None else self._check_embeddings(embeddings)
-        size = self.decoder.image_shape[-1]
-        small = F.avg_pool2d(images, images.shape[-1] // size) if images.shape[-1] != size else images
+        small = resize_images(images, self.decoder.image_shape[-2:])
         return self.decoder.invert(small, cond={"vector": embeddings}, **options)
 
     # -- manipulations ------------------------------------------------------------------------------------
@@ -174,7 +193,7 @@ class UnCLIP:
         """``frames`` images from ``image_a`` to ``image_b``: their embeddings slerped, decoded from one
         fixed noise (``mode="embedding"``) or from the slerp of both images' DDIM-inverted decoder
         noise (``mode="noise"``; decoded with DDIM). An image interpolated with itself is returned as
-        it is, every frame."""
+        it is (at the output size), every frame."""
         if mode not in ("embedding", "noise"):
             raise ValueError(f"mode must be embedding or noise, got {mode!r}")
         if frames < 2:
@@ -183,7 +202,7 @@ class UnCLIP:
         if len(a) != 1 or len(b) != 1:
             raise ValueError("interpolate takes one image at each end")
         if torch.equal(a, b):
-            return a.expand(frames, -1, -1, -1).clone()
+            return resize_images(a, self.image_shape[-2:]).expand(frames, -1, -1, -1).clone()
         ea, eb = self.embed(a), self.embed(b)
         ts = [i / (frames - 1) for i in range(frames)]
         emb = torch.cat([F.normalize(slerp(ea, eb, t), dim=-1) for t in ts])
