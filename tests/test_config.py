@@ -144,7 +144,8 @@ def test_every_shipped_recipe_is_accepted_by_its_method(path):
         from_dict(method.model_config_class, cfg.model, "model")
     else:
         text = method.text_encoder() if "caption" in cfg.data.conditions else None
-        resolve_model_config(cfg, 3, 10, 3, text)
+        vector = 128 if "vector" in cfg.data.conditions else 0  # an unCLIP decoder: a CLIP embedding's size
+        resolve_model_config(cfg, 3, 10, 3, text, vector)
     assert cfg.method == method.name
 
 
