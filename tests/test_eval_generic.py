@@ -140,3 +140,42 @@ def test_feature_resolution_and_quantization() -> None:
     levels = ((x + 1) * 127.5).round().to(torch.uint8)
     assert torch.equal(generic.to_feature_levels(levels, 64), k)  # samples and real images: the same steps
     assert generic.default_updates(32) == generic.UPDATES_MIN and generic.default_updates(10**6) == generic.UPDATES_MAX
+
+
+def test_the_agreement_benchmark_adds_a_data_set_to_the_results_it_keeps(tmp_path) -> None:
+    """``benchmarks/eval_generic.py --datasets fashion-mnist`` must keep the digits rows already in the
+    result file (each with the command that measured it) instead of replacing them."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("eval_generic_bench", bench / "eval_generic.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(bench))
+    old = {
+        "command": "bench --datasets digits",
+        "agreement": [
+            {"dataset": "digits", "labels": False, "spearman": 0.9, "points": 10},
+            {"dataset": "fmnist", "labels": False, "spearman": 0.1, "points": 10},
+        ],
+        "points": [{"dataset": "digits", "step": 1}, {"dataset": "fmnist", "step": 1}],
+    }
+    path = tmp_path / "eval_generic.json"
+    path.write_text(json.dumps(old))
+    row = {"dataset": "fmnist", "labels": False, "spearman": 0.99, "points": 12, "command": "bench --datasets fmnist"}
+    new = {"command": "bench --datasets fmnist", "agreement": [row], "points": [{"dataset": "fmnist", "step": 2}]}
+    merged = mod.keep_other_datasets(new, path, {"fmnist"})
+    assert [(a["dataset"], a["spearman"], a["command"]) for a in merged["agreement"]] == [
+        ("digits", 0.9, "bench --datasets digits"),
+        ("fmnist", 0.99, "bench --datasets fmnist"),
+    ]
+    assert merged["points"] == [{"dataset": "digits", "step": 1}, {"dataset": "fmnist", "step": 2}]
+    assert mod.keep_other_datasets(new, tmp_path / "none.json", {"fmnist"}) == new  # no file yet
+    text = mod.render({**merged, "points": [], "feature": "f"})
+    assert "bench --datasets digits" in text and "bench --datasets fmnist" in text
