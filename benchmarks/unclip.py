@@ -111,8 +111,10 @@ def train(args: argparse.Namespace) -> None:
 
 
 def _variation_consistency(pipe: Any, n: int, seed: int) -> dict:
-    """Share of decodings of a test scene's embedding that show each source item in its colour."""
+    """Share of decodings of a test scene's embedding that show each source item in its colour, and
+    the same score of the real sources shrunk to the decoder's size (what the classifier allows)."""
     import torch
+    import torch.nn.functional as F
 
     from difflab.data import get_dataset
     from difflab.eval.alignment import attribute_hits, predict_scene
@@ -131,9 +133,14 @@ def _variation_consistency(pipe: Any, n: int, seed: int) -> dict:
     for s in range(2):  # the source's (item, colour) in any quadrant
         found = ((items == lab[:, s, 0:1]) & (colours == lab[:, s, 1:2])).any(1)
         anywhere &= found | ~slot[:, s]
+    real = F.avg_pool2d(images, images.shape[-1] // x.shape[-1])  # the sources at the decoder's size
+    real_items, real_colours = predict_scene(real)
+    real_hits = attribute_hits(real_items, real_colours, labels)
+    real_ok = ((real_hits["item"] & real_hits["colour"]) | ~real_hits["slot"]).all(1)
     return {
         "anywhere": round(float(anywhere.float().mean()), 4),
         "in_place": round(float(in_place.float().mean()), 4),
+        "real_floor_in_place": round(float(real_ok.float().mean()), 4),
         "images": n,
         "variations_per_image": VARIATIONS_PER_IMAGE,
     }
@@ -271,7 +278,8 @@ def render_unclip(data: dict) -> str:
     v = data["variation_consistency_detail"]
     out += [
         "",
-        f"Variations keep every source item in its colour: {v['anywhere']} (in its quadrant too: {v['in_place']}); "
+        f"Variations keep every source item in its colour: {v['anywhere']} (in its quadrant too: {v['in_place']}; "
+        f"the real sources at the decoder's size: {v.get('real_floor_in_place', 'not measured')}); "
         f"{v['images']} test scenes x {v['variations_per_image']} variations.",
         "",
         f"![unCLIP manipulations]({Path(data['image']).relative_to('docs')})",
