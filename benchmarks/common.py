@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,3 +95,26 @@ def train_commands(runs: Path) -> str:
     path = runs / "train_command.txt"
     lines = [line for line in path.read_text().splitlines() if line] if path.is_file() else []
     return "; then ".join(lines) or "unknown"
+
+
+def start_training(config: str, out: Path, *args: str) -> subprocess.Popen:
+    """``difflab train ROOT/config --out out --no-progress train.threads=1 ARGS`` in the background
+    (``--resume`` when ``out`` holds a checkpoint), logging to ``out.log`` (appended)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    resume = ["--resume"] if (out / "checkpoint" / "format.json").is_file() else []
+    cmd = [sys.executable, "-m", "difflab", "train", str(ROOT / config), "--out", str(out), "--no-progress", *resume,
+           "train.threads=1", *args]  # fmt: skip
+    print("$", " ".join(cmd[2:]), flush=True)
+    with open(out.with_suffix(".log"), "a") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_all(*procs: subprocess.Popen) -> None:
+    """Wait for training processes; exit with a message if any failed."""
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("a training run failed: see the .log files beside the runs")
+
+
+def run_summary(run: Path) -> dict:
+    """A run's ``summary.json``."""
+    return json.loads((run / "summary.json").read_text())

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from datetime import date
@@ -41,38 +40,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    ROOT,
     command_line,
     machine_info,
     record_train_command,
+    run_summary,
+    start_training,
     train_commands,
     training_seconds,
+    wait_all,
     write_result,
 )
 
-DIFFLAB = [sys.executable, "-m", "difflab"]
 ENCODERS = ("minilm", "clip", "scratch")
 SPLITS = ("seen", "unseen", "paraphrase")
 DATA_SPLIT = {"seen": "test", "unseen": "unseen", "paraphrase": "paraphrase"}
-
-
-def _train(config: str, out: Path, *args: str) -> subprocess.Popen:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    resume = ["--resume"] if (out / "checkpoint" / "format.json").is_file() else []
-    cmd = [*DIFFLAB, "train", str(ROOT / config), "--out", str(out), "--no-progress", *resume, "train.threads=1"]
-    cmd += list(args)
-    print("$", " ".join(cmd[2:]), flush=True)
-    with open(out.with_suffix(".log"), "a") as log:  # the child keeps its own copy of the handle
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _summary(run: Path) -> dict:
-    return json.loads((run / "summary.json").read_text())
-
-
-def _wait(*procs: subprocess.Popen) -> None:
-    if any(p.wait() != 0 for p in procs):
-        raise SystemExit("a training run failed: see the .log files beside the runs")
 
 
 def train(args: argparse.Namespace) -> None:
@@ -80,7 +61,7 @@ def train(args: argparse.Namespace) -> None:
     record_train_command(runs, "benchmarks/imagen.py")
     clip = Path(args.clip)
     if not (clip / "text_encoder.safetensors").is_file():
-        _wait(_train("configs/clip-scenes.yaml", clip))
+        wait_all(start_training("configs/clip-scenes.yaml", clip))
     limit = ["--time-limit", str(args.minutes * 60), "train.steps=1000000"]
     options = {
         "base-minilm": ("configs/imagen-base.yaml", []),
@@ -91,13 +72,13 @@ def train(args: argparse.Namespace) -> None:
     }
     # all five side by side for the same wall time: equal shares of the machine, so the three base
     # stages get equal diffusion-training time and the two super-resolution stages about equal updates
-    _wait(*(_train(config, runs / name, *limit, *extra) for name, (config, extra) in options.items()))
+    wait_all(*(start_training(config, runs / name, *limit, *extra) for name, (config, extra) in options.items()))
     for name in (*(f"base-{e}" for e in ENCODERS), "sr-aug", "sr-noaug"):
-        s = _summary(runs / name)
+        s = run_summary(runs / name)
         print(f"{name:>12}: {s['step']} updates in {training_seconds(runs / name):.0f} s ({s['status']})")
 
 
-def _prompts(split: str, n: int, per_caption: int) -> tuple[list[str], Any]:
+def caption_prompts(split: str, n: int, per_caption: int) -> tuple[list[str], Any]:
     """The first ``n`` captions of a split, each repeated ``per_caption`` times, and their labels."""
     import torch
 
@@ -110,7 +91,7 @@ def _prompts(split: str, n: int, per_caption: int) -> tuple[list[str], Any]:
     return prompts, labels
 
 
-def _score(x64, base, labels, split: str, per_caption: int) -> dict:
+def score_images(x64, base, labels, split: str, per_caption: int) -> dict:
     import torch
 
     from difflab.eval.alignment import alignment_rates, diversity, scene_fd, scene_features
@@ -156,23 +137,23 @@ def evaluate(args: argparse.Namespace) -> None:
         print(json.dumps(row), flush=True)
 
     bases = {e: difflab.load(runs / f"base-{e}") for e in ENCODERS if (runs / f"base-{e}").is_dir()}
-    seen, seen_labels = _prompts("seen", args.n, args.per_caption)
+    seen, seen_labels = caption_prompts("seen", args.n, args.per_caption)
     for w in args.guidance:  # guidance x thresholding, MiniLM, seen captions
         for threshold in ("none", "static", "dynamic"):
             low, x = cascade(bases["minilm"], seen, w, threshold, 0)
-            scores = _score(x, low, seen_labels, "seen", args.per_caption)
+            scores = score_images(x, low, seen_labels, "seen", args.per_caption)
             report({"encoder": "minilm", "guidance": w, "threshold": threshold, "split": "seen", **scores})
     for encoder, base in bases.items():  # encoders on every split
         for split in SPLITS:
             if encoder == "minilm" and split == "seen" and args.encoder_guidance in args.guidance:
                 continue  # already in the sweep
-            prompts, labels = _prompts(split, args.n, args.per_caption)
+            prompts, labels = caption_prompts(split, args.n, args.per_caption)
             low, x = cascade(base, prompts, args.encoder_guidance, args.encoder_threshold, 0)
-            scores = _score(x, low, labels, split, args.per_caption)
+            scores = score_images(x, low, labels, split, args.per_caption)
             report({"encoder": encoder, "guidance": args.encoder_guidance, "threshold": args.encoder_threshold,
                     "split": split, **scores})  # fmt: skip
     for seed in args.seeds:  # super-resolution with and without augmentation, the same base samples
-        prompts, labels = _prompts("seen", args.n, args.per_caption)
+        prompts, labels = caption_prompts("seen", args.n, args.per_caption)
         base = bases["minilm"]
         low = base.sample(len(prompts), prompts=prompts, guidance=args.encoder_guidance,
                           threshold=args.encoder_threshold, steps=args.steps, sampler="ddim", seed=seed)  # fmt: skip
@@ -200,7 +181,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "sampler": f"ddim, {args.steps} steps (base), {args.sr_steps} steps at w = 1 (super-resolution)",
         "sample_aug": f"{args.aug} of t (sweeps); sr_aug rows: the level shown",
         "train": {
-            name: {"updates": _summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
+            name: {"updates": run_summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
             for name in (*(f"base-{e}" for e in bases), "sr-aug", "sr-noaug")
         },
         "seconds_per_image": {k: round(statistics.median(v), 4) for k, v in seconds.items()},

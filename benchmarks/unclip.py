@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from datetime import date
@@ -48,13 +47,15 @@ from common import (  # noqa: E402
     command_line,
     machine_info,
     record_train_command,
+    run_summary,
+    start_training,
     train_commands,
     training_seconds,
+    wait_all,
     write_result,
 )
-from imagen import _prompts, _score  # noqa: E402
+from imagen import caption_prompts, score_images  # noqa: E402
 
-DIFFLAB = [sys.executable, "-m", "difflab"]
 PRIORS = {  # kind -> (recipe, run folder under --runs)
     "diffusion": ("configs/unclip-prior.yaml", "prior-diffusion"),
     "autoregressive": ("configs/unclip-prior-ar.yaml", "prior-ar"),
@@ -63,33 +64,14 @@ VARIATIONS_PER_IMAGE = 4
 IMAGE = ROOT / "docs" / "images" / "unclip-manipulations.png"
 
 
-def _train(config: str, out: Path, *args: str) -> subprocess.Popen:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    resume = ["--resume"] if (out / "checkpoint" / "format.json").is_file() else []
-    cmd = [*DIFFLAB, "train", str(ROOT / config), "--out", str(out), "--no-progress", *resume, "train.threads=1"]
-    cmd += list(args)
-    print("$", " ".join(cmd[2:]), flush=True)
-    with open(out.with_suffix(".log"), "a") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _summary(run: Path) -> dict:
-    return json.loads((run / "summary.json").read_text())
-
-
-def _wait(*procs: subprocess.Popen) -> None:
-    if any(p.wait() != 0 for p in procs):
-        raise SystemExit("a training run failed: see the .log files beside the runs")
-
-
 def train(args: argparse.Namespace) -> None:
     runs, clip = Path(args.runs), Path(args.clip)
     record_train_command(runs, "benchmarks/unclip.py")
     if not (clip / "checkpoint" / "format.json").is_file():
-        _wait(_train("configs/clip-scenes.yaml", clip))
+        wait_all(start_training("configs/clip-scenes.yaml", clip))
     use_clip = f"clip.path={clip.resolve()}"
     procs = [
-        _train(
+        start_training(
             "configs/unclip-decoder.yaml",
             runs / "decoder",
             "--time-limit",
@@ -100,13 +82,13 @@ def train(args: argparse.Namespace) -> None:
     ]
     for config, name in PRIORS.values():
         run = runs / name
-        if (run / "summary.json").is_file() and _summary(run).get("status") == "done":
-            print(f"{name}: done ({_summary(run)['step']} updates)")
+        if (run / "summary.json").is_file() and run_summary(run).get("status") == "done":
+            print(f"{name}: done ({run_summary(run)['step']} updates)")
             continue
-        procs.append(_train(config, run, use_clip))
-    _wait(*procs)
+        procs.append(start_training(config, run, use_clip))
+    wait_all(*procs)
     for name in ("decoder", *(name for _, name in PRIORS.values())):
-        s = _summary(runs / name)
+        s = run_summary(runs / name)
         print(f"{name:>22}: {s['step']} updates in {training_seconds(runs / name):.0f} s ({s['status']})")
 
 
@@ -153,9 +135,8 @@ def _manipulations_grid(pipe: Any, path: Path, seed: int) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from difflab.data import get_dataset, save_grid
+    from difflab.data import get_dataset, resize_images, save_grid
     from difflab.data.scenes import COLOURS, ITEMS, describe_labels
-    from difflab.methods.unclip.pipeline import resize_images
 
     data = get_dataset("scenes", "test")
     one = [i for i in range(200) if int(data[i][1]["labels"][1, 0]) < 0][:3]
@@ -204,7 +185,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
     sr_opts = {"steps": [args.steps, args.sr_steps], "threshold": "none", "sampler": "ddim", "aug": args.aug}
     imagen = difflab.load([args.imagen_base, args.sr])
-    prompts, labels = _prompts("seen", args.n, args.per_caption)
+    prompts, labels = caption_prompts("seen", args.n, args.per_caption)
     rows, seconds = [], {}
     for w in args.guidance:
         for model in ("unclip", "imagen"):
@@ -214,7 +195,7 @@ def evaluate(args: argparse.Namespace) -> None:
             else:
                 low, x = imagen.sample(len(prompts), prompts=prompts, seed=0, guidance=[w, 1.0], **sr_opts)
             seconds.setdefault(model, []).append((time.perf_counter() - t0) / len(prompts))
-            rows.append({"model": model, "guidance": w, **_score(x, low, labels, "seen", args.per_caption)})
+            rows.append({"model": model, "guidance": w, **score_images(x, low, labels, "seen", args.per_caption)})
             print(json.dumps(rows[-1]), flush=True)
     variations = _variation_consistency(pipe, args.variations, seed=0)
     print(json.dumps(variations), flush=True)
@@ -234,7 +215,7 @@ def evaluate(args: argparse.Namespace) -> None:
         f"{args.aug} (super-resolution {args.sr}); prior: its recipe's sampler, best of 2",
         "imagen_base": args.imagen_base,
         "train": {
-            name: {"updates": _summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
+            name: {"updates": run_summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
             for name in ("decoder", *(PRIORS[k][1] for k in priors))
         },
         "seconds_per_image": {k: round(statistics.median(v), 4) for k, v in seconds.items()},

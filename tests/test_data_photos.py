@@ -86,3 +86,16 @@ def test_rescaled_digits_shrink_and_lowres() -> None:
     assert bcond["class"].dtype == torch.int64 and bcond["lowres"].dtype == torch.float32
     assert bcond["class"].tolist() == [ds[i][1]["class"] for i in range(3)]
     assert torch.equal(bcond["lowres"], conds["lowres"][:3])
+
+
+def test_resize_images_averages_by_integer_factors_and_interpolates_otherwise():
+    import torch
+
+    from difflab.data import downsample, resize_images
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    torch.testing.assert_close(resize_images(x, (4, 4)), downsample(x, 4))
+    assert resize_images(x, (16, 16)) is x
+    y = resize_images(x, (12, 12))  # not a factor: antialiased bilinear
+    assert y.shape == (2, 3, 12, 12) and float(y.min()) >= -1 - 1e-6 and float(y.max()) <= 1 + 1e-6
+    assert not torch.allclose(resize_images(x, (8, 8)), y[..., :8, :8])

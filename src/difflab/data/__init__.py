@@ -27,7 +27,16 @@ from .fashion_mnist import FashionMNIST, load_fashion_mnist, read_idx
 from .folder import ImageFolder
 from .grid import make_grid, save_grid
 from .loader import forever, make_loader, seed_worker
-from .photos import TEST_PHOTOS, TRAIN_PHOTOS, LowResPairs, PhotoCrops, Rescaled, downsample, photo_crop_pairs
+from .photos import (
+    TEST_PHOTOS,
+    TRAIN_PHOTOS,
+    LowResPairs,
+    PhotoCrops,
+    Rescaled,
+    downsample,
+    photo_crop_pairs,
+    resize_images,
+)
 from .registry import dataset_options, describe, get_dataset, list_datasets
 from .scenes import COLOURS, HELD_OUT, ITEMS, POSITIONS, CaptionedScenes, caption_vocabulary, describe_labels
 from .video import AppendImageFrames, MovingItems, VideoFolder
@@ -39,6 +48,6 @@ __all__ = [
     "LowResPairs", "MovingItems", "PhotoCrops", "Rescaled", "TEST_PHOTOS", "TRAIN_PHOTOS", "VideoFolder",
     "caption_vocabulary", "collate", "dataset_options", "describe", "describe_labels", "digits_split_indices",
     "downsample", "forever", "from_levels", "get_dataset", "list_datasets", "load_fashion_mnist", "make_grid",
-    "make_loader", "photo_crop_pairs", "read_idx", "read_video", "save_filmstrip", "save_grid", "save_video",
-    "seed_worker", "to_levels"
+    "make_loader", "photo_crop_pairs", "read_idx", "read_video", "resize_images", "save_filmstrip", "save_grid",
+    "save_video", "seed_worker", "to_levels"
 ]  # fmt: skip

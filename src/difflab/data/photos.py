@@ -187,6 +187,18 @@ def downsample(x: Tensor, factor: int, mode: str = "area") -> Tensor:
     return out if x.ndim == 4 else out[0]
 
 
+def resize_images(images: Tensor, size: Sequence[int]) -> Tensor:
+    """Images (N, C, H, W) at ``size`` (H, W): area-averaged (:func:`downsample`) when an integer
+    factor shrinks both sides, else antialiased bilinear interpolation."""
+    h, w = images.shape[-2:]
+    size = tuple(int(v) for v in size)
+    if (h, w) == size:
+        return images
+    if h % size[0] == 0 and w % size[1] == 0 and h // size[0] == w // size[1]:
+        return downsample(images, h // size[0])
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
 class Rescaled(Dataset[tuple[Tensor, dict]]):
     """Wrap an image dataset for cascades: item i is ``(x, cond)``, float32 in [-1, 1].
 

@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..nets.clip import CLIP, CLIPConfig, clip_loss
@@ -191,7 +191,7 @@ def write_text_tower(clip: CLIP, folder: str | Path) -> Path | None:
 # -- evaluation on the captioned scenes -----------------------------------------------------------------------
 def _scenes(clip: Any, split: str, n: int | None, options: dict[str, Any]) -> Any:
     """The scenes of ``split`` at the model's image size, or at 64 when that size is not one of the
-    scenes' (a power of two <= 64): :func:`_image_embeddings` then resizes them."""
+    scenes' (a power of two <= 64): :func:`image_embeddings` then resizes them."""
     from ..data.scenes import CANVAS, CaptionedScenes
 
     if clip.config.channels != 3:
@@ -205,21 +205,33 @@ def _scenes(clip: Any, split: str, n: int | None, options: dict[str, Any]) -> An
     return data, len(data) if n is None else n
 
 
-def _resized(x: Tensor, size: int) -> Tensor:
-    """Images (B, C, S, S) at ``size`` x ``size`` (antialiased bilinear when S differs)."""
-    if x.shape[-1] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+def clip_input(clip: Any, x: Tensor) -> Tensor:
+    """Images (B, C, S, S) in [-1, 1] at the CLIP model's input size (:func:`difflab.data.resize_images`)."""
+    from ..data import resize_images
+
+    c = clip.config
+    if x.ndim != 4 or x.shape[1] != c.channels:
+        raise ValueError(
+            f"this CLIP model takes images of {c.channels} channel(s), got a batch of shape {tuple(x.shape)}"
+        )
+    return resize_images(x, (c.image_size, c.image_size))
 
 
 @torch.no_grad()
-def _image_embeddings(clip: Any, images: list[Tensor], batch_size: int) -> Tensor:
-    size = int(clip.config.image_size)
-    out = [
-        clip.encode_image(_resized(torch.stack(images[s : s + batch_size]).to(clip.device), size))
-        for s in range(0, len(images), batch_size)
-    ]
-    return torch.cat(out)
+def image_embeddings(clip: Any, images: Tensor | Sequence[Tensor], batch_size: int = 256) -> Tensor:
+    """(N, embed_dim) float32 unit-norm CLIP embeddings of images (N, C, S, S) in [-1, 1], on the CPU
+    (in eval mode, in batches of ``batch_size``)."""
+    images = images if isinstance(images, Tensor) else torch.stack(list(images))
+    was_training = clip.training
+    clip.eval()
+    try:
+        out = [
+            clip.encode_image(clip_input(clip, images[s : s + batch_size].float().to(clip.device))).float().cpu()
+            for s in range(0, len(images), batch_size)
+        ]
+    finally:
+        clip.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, clip.config.embed_dim)
 
 
 def prompt_table(clip: Any, split: str = "test") -> Tensor:
@@ -259,7 +271,7 @@ def zero_shot_accuracy(
                 labels.append(cond["labels"][0])
         if not images:
             raise ValueError(f"no one-item scenes among the first {n} of split {split!r}")
-        img = _image_embeddings(clip, images, batch_size)  # (N, D)
+        img = image_embeddings(clip, images, batch_size)  # (N, D)
         table = prompt_table(clip, split)  # (I, C, P, D)
         lab = torch.stack(labels).to(img.device)  # (N, 3)
         i, c, p = lab.unbind(1)
@@ -284,7 +296,7 @@ def retrieval_recall_at_1(
     try:
         data, n = _scenes(clip, split, n, options)
         items = [data[i] for i in range(n)]
-        img = _image_embeddings(clip, [x for x, _ in items], batch_size)
+        img = image_embeddings(clip, [x for x, _ in items], batch_size)
         with torch.no_grad():
             txt = clip.encode_captions([cond["caption"] for _, cond in items])
         hits = (txt @ img.T).argmax(1) == torch.arange(n, device=img.device)

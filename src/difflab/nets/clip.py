@@ -134,6 +134,17 @@ def clip_loss(logits: Tensor) -> Tensor:
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def encode_captions(model: Any, captions: Sequence[str], batch_size: int = 1024) -> Tensor:
+    """``model.encode_text`` of captions tokenized by ``model.tokenizer``, in batches, on ``model.device``:
+    the ``encode_captions`` of every CLIP model (difflab's and :class:`~.hf_clip.HFCLIP`)."""
+    out = []
+    captions = list(captions)
+    for start in range(0, max(len(captions), 1), batch_size):
+        ids, mask = model.tokenizer(captions[start : start + batch_size])
+        out.append(model.encode_text(ids.to(model.device), mask.to(model.device)))
+    return torch.cat(out)
+
+
 def _groups(channels: int) -> int:
     return math.gcd(8, channels)
 
@@ -268,12 +279,7 @@ class CLIP(HoldsTextEncoder):
 
     def encode_captions(self, captions: Sequence[str], batch_size: int = 1024) -> Tensor:
         """Tokenize and embed captions (in batches of ``batch_size``) on the model's device."""
-        out = []
-        captions = list(captions)
-        for start in range(0, max(len(captions), 1), batch_size):
-            ids, mask = self.tokenizer(captions[start : start + batch_size])
-            out.append(self.encode_text(ids.to(self.device), mask.to(self.device)))
-        return torch.cat(out)
+        return encode_captions(self, captions, batch_size)
 
     def forward(self, x: Tensor, ids: Tensor, mask: Tensor | None = None) -> Tensor:
         """Image->text logits (B images, B' texts): ``scale * image_emb @ text_emb.T``."""

@@ -238,12 +238,9 @@ class HFCLIP(nn.Module):
 
     def encode_captions(self, captions: Sequence[str], batch_size: int = 1024) -> Tensor:
         """Tokenize and embed captions (in batches of ``batch_size``) on the model's device."""
-        out = []
-        captions = list(captions)
-        for start in range(0, max(len(captions), 1), batch_size):
-            ids, mask = self.tokenizer(captions[start : start + batch_size])
-            out.append(self.encode_text(ids.to(self.device), mask.to(self.device)))
-        return torch.cat(out)
+        from .clip import encode_captions
+
+        return encode_captions(self, captions, batch_size)
 
     def forward(self, x: Tensor, ids: Tensor, mask: Tensor | None = None) -> Tensor:
         """Image->text logits (B images, B' texts): ``scale * image_emb @ text_emb.T``."""

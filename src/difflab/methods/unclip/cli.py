@@ -92,10 +92,10 @@ def read_image(path: str, shape: tuple[int, ...]) -> Any:
 def run_unclip(args: argparse.Namespace) -> int:
     import torch
 
-    from ...data import save_grid
+    from ...data import resize_images, save_grid
     from ...train.distributed import resolve_device
     from ...train.stage import upscale_for_grid
-    from .pipeline import UnCLIP, resize_images
+    from .pipeline import UnCLIP
 
     pipe = UnCLIP.load(None, args.decoder, *args.sr, weights=args.weights, device=resolve_device(args.device))
     options = {"guidance": args.guidance, "steps": args.steps, "aug": args.aug, "seed": args.seed}

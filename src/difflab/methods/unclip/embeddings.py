@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ...cache import cache_dir
+from ..clip import clip_input, image_embeddings
 
 EMBED_BATCH = 256
+
+__all__ = ["ImageEmbedded", "clip_identity", "clip_input", "data_key", "image_embeddings", "safe_name"]
 
 
 def clip_identity(clip: Any) -> str:
@@ -48,38 +49,6 @@ def clip_identity(clip: Any) -> str:
     except AttributeError:
         pass
     return ident
-
-
-def clip_input(clip: Any, x: Tensor) -> Tensor:
-    """Images (B, C, S, S) in [-1, 1] at the CLIP model's input size: area-averaged when S is a
-    multiple of it, else resized with antialiased bilinear interpolation."""
-    c = clip.config
-    if x.ndim != 4 or x.shape[1] != c.channels:
-        raise ValueError(
-            f"this CLIP model takes images of {c.channels} channel(s), got a batch of shape {tuple(x.shape)}"
-        )
-    size = x.shape[-1]
-    if size == c.image_size and x.shape[-2] == size:
-        return x
-    if x.shape[-2] == size and size % c.image_size == 0:
-        return F.avg_pool2d(x, size // c.image_size)
-    return F.interpolate(x, size=(c.image_size, c.image_size), mode="bilinear", antialias=True, align_corners=False)
-
-
-@torch.no_grad()
-def image_embeddings(clip: Any, images: Tensor | Sequence[Tensor], batch_size: int = EMBED_BATCH) -> Tensor:
-    """(N, embed_dim) float32 unit-norm CLIP embeddings of images (N, C, S, S) in [-1, 1], on the CPU."""
-    images = images if isinstance(images, Tensor) else torch.stack(list(images))
-    was_training = clip.training
-    clip.eval()
-    try:
-        out = [
-            clip.encode_image(clip_input(clip, images[s : s + batch_size].float().to(clip.device))).cpu()
-            for s in range(0, len(images), batch_size)
-        ]
-    finally:
-        clip.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, clip.config.embed_dim)
 
 
 def data_key(name: str, split: str, options: dict[str, Any]) -> str:

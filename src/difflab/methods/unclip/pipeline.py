@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...data import resize_images
 from ..cascade import Cascade
 from .decoder import check_same_clip
 from .embeddings import image_embeddings
@@ -46,17 +47,6 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
     wa = torch.where(safe, torch.sin((1 - t) * omega) / so.clamp_min(1e-12), torch.full_like(so, 1 - t))
     wb = torch.where(safe, torch.sin(t * omega) / so.clamp_min(1e-12), torch.full_like(so, t))
     return (wa * fa + wb * fb).view(a.shape).to(a.dtype)
-
-
-def resize_images(images: Tensor, size: Sequence[int]) -> Tensor:
-    """Images (N, C, H, W) at ``size`` (H, W): area-averaged by an integer factor (as the decoder's
-    training images were shrunk), else antialiased bilinear interpolation."""
-    h, w = images.shape[-2:]
-    if (h, w) == tuple(size):
-        return images
-    if h % size[0] == 0 and w % size[1] == 0 and h // size[0] == w // size[1]:
-        return F.avg_pool2d(images, h // size[0])
-    return F.interpolate(images, size=tuple(size), mode="bilinear", antialias=True)
 
 
 class UnCLIP:
