@@ -140,6 +140,22 @@ def augment_lowres(
 
 
 @torch.no_grad()
+def guided_denoiser(net: torch.nn.Module, cfg: RunConfig, guidance: float) -> tuple[Any, bool]:
+    """(the denoiser of ``net`` under classifier-free guidance of weight ``guidance``, whether the net
+    takes w as an input instead -- a guidance-distilled student, which is not wrapped): what sampling
+    and DDIM inversion run."""
+    from ..diffusion import cfg as cfg_guidance
+    from ..diffusion import make_denoiser
+    from ..nets import null_cond
+
+    denoiser = make_denoiser(net, cfg.diffusion.parameterization)
+    net_config = getattr(net, "config", None)
+    takes_w = bool(getattr(net_config, "guidance_embed", False))
+    if getattr(net_config, "droppable", ()) and guidance != 1.0 and not takes_w:
+        denoiser = cfg_guidance(denoiser, guidance, null_cond)
+    return denoiser, takes_w
+
+
 def generate(
     net: torch.nn.Module,
     cfg: RunConfig,
@@ -189,16 +205,14 @@ def generate(
     CPU batches make activations so big that every allocation is a fresh ``mmap`` (measured: twice
     the wall time for 28x28 images at 500 per batch).
     """
-    from ..diffusion import cfg as cfg_guidance
     from ..diffusion import (
         dynamic_threshold,
         get_sampler,
-        make_denoiser,
         reconstruction_guidance,
         replacement,
         static_threshold,
     )
-    from ..nets import keep_cond, null_cond
+    from ..nets import keep_cond
 
     s = cfg.sample
     sampler, steps = sampler or s.sampler, steps or s.steps
@@ -243,11 +257,7 @@ def generate(
             raise ValueError(f"labels must be {n} class indices in 0..{num_classes - 1}")
     was_training = net.training
     net.eval()
-    denoiser = make_denoiser(net, cfg.diffusion.parameterization)
-    net_config = getattr(net, "config", None)
-    takes_w = bool(getattr(net_config, "guidance_embed", False))
-    if getattr(net_config, "droppable", ()) and guidance != 1.0 and not takes_w:
-        denoiser = cfg_guidance(denoiser, guidance, null_cond)
+    denoiser, takes_w = guided_denoiser(net, cfg, guidance)
     if threshold == "static":
         denoiser = static_threshold(denoiser)
     elif threshold == "dynamic":
@@ -307,9 +317,8 @@ def invert(
     with the same ``cond``, ``steps``, ``spacing`` and ``guidance`` returns about ``x``
     (:func:`difflab.diffusion.ddim_invert`; None: ``cfg.sample``'s). Guidance inverts the same
     guided prediction that sampling uses; no thresholding (it is not invertible)."""
-    from ..diffusion import cfg as cfg_guidance
-    from ..diffusion import ddim_invert, make_denoiser
-    from ..nets import keep_cond, null_cond
+    from ..diffusion import ddim_invert
+    from ..nets import keep_cond
 
     s = cfg.sample
     steps, spacing = steps or s.steps, spacing or s.spacing
@@ -321,9 +330,7 @@ def invert(
             raise ValueError(f"cond[{k!r}] holds {len(v)} items for {len(x)} samples")
     was_training = net.training
     net.eval()
-    denoiser = make_denoiser(net, cfg.diffusion.parameterization)
-    if getattr(getattr(net, "config", None), "droppable", ()) and guidance != 1.0:
-        denoiser = cfg_guidance(denoiser, guidance, null_cond)
+    denoiser, _ = guided_denoiser(net, cfg, guidance)
     try:
         lams = make_schedule(cfg).lams(steps, spacing)
         z = ddim_invert(denoiser, x.float().to(device), lams, cond=keep_cond(extra) or None)
