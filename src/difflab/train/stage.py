@@ -139,7 +139,6 @@ def augment_lowres(
     return a * lowres + sig * eps, lam
 
 
-@torch.no_grad()
 def guided_denoiser(net: torch.nn.Module, cfg: RunConfig, guidance: float) -> tuple[Any, bool]:
     """(the denoiser of ``net`` under classifier-free guidance of weight ``guidance``, whether the net
     takes w as an input instead -- a guidance-distilled student, which is not wrapped): what sampling
@@ -156,6 +155,7 @@ def guided_denoiser(net: torch.nn.Module, cfg: RunConfig, guidance: float) -> tu
     return denoiser, takes_w
 
 
+@torch.no_grad()
 def generate(
     net: torch.nn.Module,
     cfg: RunConfig,
