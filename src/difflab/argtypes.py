@@ -70,3 +70,19 @@ def add_train_arguments(p: argparse.ArgumentParser, example: str, minutes: bool 
     else:
         p.add_argument("--time-limit", type=float_at_least(0.0), metavar="S", help="stop (with a checkpoint) after S s")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_or_model(text: str) -> str:
+    """A run (or checkpoint, exported or diffusers) folder as given, or ``pretrained:NAME``: the shipped
+    model's folder, its files checked (an unknown name lists the known ones; a corrupt file is named)."""
+    from .pretrained import PretrainedError, is_pretrained, resolve
+
+    if not is_pretrained(text):
+        return text
+    try:
+        return str(resolve(text))
+    except PretrainedError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+run_or_model.__name__ = "run folder or pretrained:NAME"

@@ -16,7 +16,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .argtypes import DEVICES, SAMPLERS, add_train_arguments, flatten, float_at_least, int_at_least, int_list
+from .argtypes import (
+    DEVICES,
+    SAMPLERS,
+    add_train_arguments,
+    flatten,
+    float_at_least,
+    int_at_least,
+    int_list,
+    run_or_model,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -64,7 +73,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
 def add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument(
-        "run", nargs="+", metavar="RUN",
+        "run", nargs="+", metavar="RUN", type=run_or_model,
         help="run folder (or its checkpoint folder, or a diffusers UNet2DModel folder); several: a cascade, base first",
     )  # fmt: skip
     p.add_argument("--prompt", action="append", metavar="TEXT", help="caption-conditioned runs: a prompt "
@@ -123,7 +132,10 @@ def add_eval(p: argparse.ArgumentParser) -> None:
 
 def add_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "run", metavar="RUN", help="teacher: a run of 'difflab train', an earlier distill stage or a diffusers folder"
+        "run",
+        metavar="RUN",
+        type=run_or_model,
+        help="teacher: a run of 'difflab train', an earlier distill stage or a diffusers folder",
     )
     p.add_argument("--to-steps", type=int_at_least(1), help="sampling steps of the last student (default: 4)")
     p.add_argument("--from-steps", type=int_at_least(2), help="teacher DDIM steps the first student halves (256)")
@@ -296,8 +308,13 @@ def run_sample(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     s = stage.config.sample
     sampler, steps = args.sampler or s.sampler, args.steps or s.steps
-    run = Path(args.run[-1])
-    out = Path(args.out) if args.out else run / "samples" / f"{sampler}_{steps}steps_seed{args.seed}.png"
+    from .pretrained import output_home
+
+    out = (
+        Path(args.out)
+        if args.out
+        else output_home(args.run[-1]) / "samples" / f"{sampler}_{steps}steps_seed{args.seed}.png"
+    )
     classes = int(cascade.stages[0].meta.get("num_classes") or 0)
     nrow = args.nrow or (classes if classes and labels is not None and args.labels is None else None)
     save_grid(upscale_for_grid(x), out, nrow=nrow or max(1, round(args.n**0.5)))
@@ -403,13 +420,16 @@ def add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", nargs="+", metavar="PROMPT", help='what to draw, e.g. "a red bag at the top left"')
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument(
-        "--cascade", nargs="+", metavar="RUN",
+        "--cascade", nargs="+", metavar="RUN", type=run_or_model,
         help="the caption-conditioned base run, then its super-resolution runs (Imagen-style)",
     )  # fmt: skip
     model.add_argument(
-        "--unclip", nargs="+", metavar="RUN",
+        "--unclip", nargs="+", metavar="RUN", type=run_or_model,
         help="unCLIP: an unclip-prior run, an unclip-decoder run, then super-resolution runs",
     )  # fmt: skip
+    model.add_argument(
+        "--pretrained", metavar="NAME", help="a shipped text-to-image or unCLIP model (difflab models lists them)"
+    )
     p.add_argument("--prior-guidance", type=float_at_least(0.0), metavar="W", help="unCLIP prior CFG weight")
     p.add_argument(
         "--best-of", type=int_at_least(1), default=2, help="unCLIP: prior candidates per image (default: %(default)s)"
@@ -426,6 +446,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     prompts = list(args.prompt)
     per_prompt = args.n
+    if args.pretrained:
+        _pretrained_pipeline(args)
     if args.unclip:
         return _generate_unclip(args, prompts)
     args.run = args.cascade
@@ -444,13 +466,31 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrained_pipeline(args: argparse.Namespace) -> None:
+    """``--pretrained NAME``: its parts become ``--cascade`` (text-to-image) or ``--unclip``."""
+    from .pretrained import get
+
+    info = get(args.pretrained)
+    if info.method not in ("text-to-image", "unclip"):
+        raise ValueError(
+            f"pretrained:{info.name} is a {info.method!r} model; generate draws with text-to-image or unclip ones"
+        )
+    parts = [str(p) for p in info.parts]
+    if info.method == "unclip":
+        args.unclip = parts
+    else:
+        args.cascade = parts
+
+
 def _generate_unclip(args: argparse.Namespace, prompts: list[str]) -> int:
     """``difflab generate PROMPT ... --unclip PRIOR DECODER [SR ...]``."""
     from .data import save_grid
     from .methods.unclip.pipeline import UnCLIP
+    from .pretrained import expand
     from .train.distributed import resolve_device
     from .train.stage import upscale_for_grid
 
+    args.unclip = expand(args.unclip)
     if len(args.unclip) < 2:
         raise ValueError("--unclip takes a prior run, a decoder run, then any super-resolution runs")
     if args.labels:
@@ -474,7 +514,12 @@ def _generate_unclip(args: argparse.Namespace, prompts: list[str]) -> int:
 
 
 def add_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN_OR_MODEL", help="a run folder or an exported model folder")
+    p.add_argument(
+        "run",
+        metavar="RUN_OR_MODEL",
+        type=run_or_model,
+        help="a run folder, an exported model folder or pretrained:NAME",
+    )
     p.add_argument("--out", metavar="HTML", help="page to write (default: RUN_OR_MODEL/report.html)")
     p.add_argument(
         "--max-samples", type=int_at_least(0), default=12, metavar="N",
@@ -484,8 +529,42 @@ def add_report(p: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     """``difflab report``: see :mod:`difflab.report`."""
+    from .pretrained import output_home
     from .report import write_report
 
-    out = write_report(args.run, args.out or Path(args.run) / "report.html", max_samples=args.max_samples)
+    out = write_report(args.run, args.out or output_home(args.run) / "report.html", max_samples=args.max_samples)
     print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KB)")
+    return 0
+
+
+def add_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """``difflab models``: the shipped pretrained models with their size and card metric."""
+    from .pretrained import list_models
+
+    models = list_models()
+    rows = [
+        {
+            "name": m.name, "method": m.method, "params": m.params, "bytes": m.bytes,
+            "metric": m.metric.get("name", ""), "value": m.metric.get("value"),
+            "description": m.card.get("description", ""), "path": str(m.path),
+        }
+        for m in models
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no pretrained models found")
+        return 0
+    print(f"{'name':<24} {'method':<14} {'params':>8} {'size':>8}  metric")
+    for r in rows:
+        value = r["value"]
+        metric = f"{r['metric']} {value:.4g}" if isinstance(value, (int, float)) else str(r["metric"])
+        print(f"{r['name']:<24} {r['method']:<14} {r['params'] / 1e6:7.2f}M {r['bytes'] / 2**20:6.1f}MB  {metric}")
+    total = sum(r["bytes"] for r in rows)
+    print(f"{len(rows)} models, {total / 2**20:.1f} MB; use one as pretrained:NAME wherever a run folder goes")
     return 0

@@ -49,16 +49,28 @@ def load(
     UNet2DModel folder (a diffusion stage, :func:`~difflab.nets.diffusers_unet.load_diffusers_unet`;
     ``weights`` does not apply), a Hugging Face CLIP folder (``config.json``, no ``format.json``: a
     frozen :class:`~difflab.nets.hf_clip.HFCLIP`) or a list of diffusion stage folders (a
-    :class:`~.cascade.Cascade`, base first). ``method`` (e.g. "ardm") refuses checkpoints of any other
-    method, naming both: what a command that needs one says."""
+    :class:`~.cascade.Cascade`, base first); ``pretrained:NAME`` is a shipped model (a pipeline of
+    several networks: a Cascade or an :class:`~.unclip.pipeline.UnCLIP`). ``method`` (e.g. "ardm")
+    refuses checkpoints of any other method, naming both: what a command that needs one says."""
     from ..nets.diffusers_unet import is_diffusers_folder, load_diffusers_unet
     from ..nets.hf_clip import hf_model_type
+    from ..pretrained import expand, pipeline_method, resolve
     from ..train.checkpoint import CheckpointError, checkpoint_path, read_meta
 
     if isinstance(path, (list, tuple)):
         from .cascade import Cascade
 
-        return Cascade([load(p, weights, device, "diffusion") for p in path])
+        return Cascade([load(p, weights, device, "diffusion") for p in expand(list(path))])
+    path = resolve(path)
+    kind = pipeline_method(path)  # a pretrained model of several networks
+    if kind is not None:
+        if method is not None and method != kind:
+            raise CheckpointError(f"{path} holds a {kind!r} pipeline; this needs a {method!r} checkpoint")
+        if kind == "unclip":
+            from .unclip.pipeline import UnCLIP
+
+            return UnCLIP.load(*expand([path]), weights=weights, device=device)
+        return load(expand([path]), weights, device)
     from_diffusers = is_diffusers_folder(path)
     if Path(path).suffix == ".safetensors":
         name = "wavegrad"

@@ -161,7 +161,11 @@ class CLIPMethod(Method):
 def load_clip(path: str | Path, *, weights: str = "ema", device: Any = "cpu") -> CLIP | HFCLIP:
     """A trained :class:`CLIP` (float32, eval mode) from a run, checkpoint or exported folder, or a
     frozen :class:`~difflab.nets.hf_clip.HFCLIP` from a Hugging Face CLIP folder (``config.json`` with
-    ``model_type: clip``; ``weights`` does not apply: it holds one set)."""
+    ``model_type: clip``; ``weights`` does not apply: it holds one set); ``pretrained:NAME`` names a
+    shipped one."""
+    from ..pretrained import resolve
+
+    path = resolve(path)
     if hf_model_type(path) is not None:
         if weights not in ("ema", "model"):
             raise ValueError(f"unknown weights {weights!r}; valid: ema, model")

@@ -454,5 +454,7 @@ def run_distill(args: Any) -> int:
     except ValueError as e:
         where = f"{args.config}: " if args.config else ""
         raise ValueError(f"{where}{e}") from None
-    out = Path(args.out) if args.out else Path(str(Path(args.run)).rstrip("/") + "-distilled")
+    from ..pretrained import output_home
+
+    out = Path(args.out) if args.out else Path(str(output_home(args.run)).rstrip("/") + "-distilled")
     return distill(args.run, out, dcfg, resume=args.resume).exit_code

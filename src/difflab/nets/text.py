@@ -364,7 +364,9 @@ def get_text_encoder(spec: str | Mapping[str, Any] | TextEncoder) -> TextEncoder
         return PretrainedTextEncoder(**spec)
     if kind == "scratch":
         return ScratchTextEncoder(**spec)
-    return _load_clip(Path(spec["path"]), spec.get("max_tokens"))
+    from ..pretrained import resolve  # path: pretrained:NAME names a shipped CLIP model
+
+    return _load_clip(Path(resolve(spec["path"])), spec.get("max_tokens"))
 
 
 def save_text_encoder(encoder: TextEncoder, path: str | Path) -> None:

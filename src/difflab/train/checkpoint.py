@@ -349,8 +349,11 @@ def checkpoint_path(path: str | Path) -> Path:
     """The checkpoint folder of a run folder (``RUN/checkpoint``), or ``path`` if it is one.
 
     Where a checkpoint write was killed between its two renames, only ``.checkpoint.old`` is left:
-    that folder is returned, with a RuntimeWarning naming it."""
-    p = Path(path)
+    that folder is returned, with a RuntimeWarning naming it. ``pretrained:NAME`` is a shipped model
+    (:mod:`difflab.pretrained`), its files checked first."""
+    from ..pretrained import resolve
+
+    p = Path(resolve(path))
     for folder in (p, p / CHECKPOINT_DIR):
         found = _settled(folder)
         if found is not None:

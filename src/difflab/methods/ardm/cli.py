@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...argtypes import DEVICES, add_train_arguments, int_at_least
+from ...argtypes import DEVICES, add_train_arguments, int_at_least, run_or_model
 
 _positive_int = int_at_least(1)
 
@@ -60,7 +60,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 # -- ardm-eval -------------------------------------------------------------------------------
 def add_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="ARDM run folder (or its checkpoint / an exported folder)")
+    p.add_argument(
+        "run", metavar="RUN", type=run_or_model, help="ARDM run folder (or its checkpoint / an exported folder)"
+    )
     p.add_argument("--split", choices=("train", "test"), default="test", help="data split (default: %(default)s)")
     p.add_argument("--orders", type=_positive_int, default=4, help="random orders per image (default: %(default)s)")
     p.add_argument("--images", type=_positive_int, help="evaluate the first N images only")
@@ -108,7 +110,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 # -- compress / decompress -------------------------------------------------------------------
 def add_compress(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="ARDM run folder or exported model folder")
+    p.add_argument(
+        "model", metavar="MODEL", type=run_or_model, help="ARDM run folder, exported model folder or pretrained:NAME"
+    )
     p.add_argument("inputs", nargs="+", metavar="IN.png", help="images to code (each coded on its own)")
     p.add_argument("-o", "--out", required=True, metavar="OUT.ardm", help="compressed file to write")
     p.add_argument("--budget", type=_int_below(1, 2**32), help="network calls per image (parallel plan; default: all)")
@@ -210,7 +214,12 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def add_decompress(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="the ARDM model folder that coded the file")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        type=run_or_model,
+        help="the ARDM model (folder or pretrained:NAME) that coded the file",
+    )
     p.add_argument("input", metavar="IN.ardm", help="compressed file")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the decoded PNGs (00000.png ...)")
     p.add_argument(

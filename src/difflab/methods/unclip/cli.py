@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...argtypes import DEVICES, float_at_least, int_at_least
+from ...argtypes import DEVICES, float_at_least, int_at_least, run_or_model
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--decoder", required=True, metavar="RUN", help="an unclip-decoder run")
-    p.add_argument("--sr", nargs="+", default=[], metavar="RUN", help="super-resolution runs after the decoder")
+    p.add_argument("--decoder", required=True, metavar="RUN", type=run_or_model, help="an unclip-decoder run")
+    p.add_argument(
+        "--sr", nargs="+", default=[], metavar="RUN", type=run_or_model, help="super-resolution runs after the decoder"
+    )
     p.add_argument("--out", required=True, metavar="PNG", help="the grid to write")
     p.add_argument("--guidance", type=float_at_least(0.0), metavar="W", help="decoder CFG weight (default: its own)")
     p.add_argument("--steps", type=int_at_least(1), help="decoder sampling steps (default: its own)")

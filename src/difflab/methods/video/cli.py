@@ -17,13 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...argtypes import DEVICES, SAMPLERS, float_at_least, int_at_least
+from ...argtypes import DEVICES, SAMPLERS, float_at_least, int_at_least, run_or_model
 
 ACTIONS = ("sample", "extend", "interpolate")
 
 
 def _common(p: argparse.ArgumentParser, n_default: int) -> None:
-    p.add_argument("run", metavar="RUN", help="a video stage: run folder of 'difflab train' with model.dims=3")
+    p.add_argument(
+        "run", metavar="RUN", type=run_or_model, help="a video stage: run folder of 'difflab train' with model.dims=3"
+    )
     p.add_argument("--out", required=True, metavar="FILE", help="output video: .gif or .mp4")
     p.add_argument("--filmstrip", metavar="PNG", help="also write the frames as a PNG, one row per video")
     p.add_argument("--fps", type=int_at_least(1), default=8, help="frames per second of the output (default: 8)")

@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ...argtypes import DEVICES, add_train_arguments, float_at_least, int_at_least
+from ...argtypes import DEVICES, add_train_arguments, float_at_least, int_at_least, run_or_model
 
 SCHEDULES = ("auto", "searched", "naive", "fixed")
 
@@ -102,7 +102,9 @@ def _search(run: Path, steps: int, args: argparse.Namespace, val_audio: list, de
 
 
 def add_search(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="WaveGrad run folder (its config names the validation data)")
+    p.add_argument(
+        "run", metavar="RUN", type=run_or_model, help="WaveGrad run folder (its config names the validation data)"
+    )
     _search_args(p, "--steps", 6)
     p.add_argument("--device", choices=DEVICES, default="cpu", help="device (default: %(default)s)")
 
@@ -121,7 +123,12 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def add_vocode(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="WaveGrad run folder, checkpoint folder or snapshot .safetensors")
+    p.add_argument(
+        "run",
+        metavar="RUN",
+        type=run_or_model,
+        help="WaveGrad run, checkpoint folder, snapshot .safetensors or pretrained:NAME",
+    )
     p.add_argument("input", metavar="IN.wav", help="audio file whose mel is re-synthesised")
     p.add_argument(
         "-o", "--out", required=True, metavar="OUT.wav", help="output file: 16-bit PCM WAV, name ending in .wav"
