@@ -289,6 +289,7 @@ RENDERERS: dict[str, Renderer] = {
     "video.json": _section_from("video", "render_video", "Video diffusion: joint training, extension, interpolation"),
     "eval_generic.json": _section_from("eval_generic", "render", "Generic feature net vs the shipped ones"),
     "diffusers_distill.json": _section_from("diffusers_distill", "render"),
+    "pretrained.json": _section_from("pretrained", "render", "Pretrained models"),
 }
 
 

@@ -212,3 +212,34 @@ def test_generate_takes_only_pipelines_by_name(capsys):
     _ship("digits")
     assert cli.main(["generate", "a red bag", "--pretrained", "digits"]) == 2
     assert "generate draws with text-to-image or unclip" in capsys.readouterr().err
+
+
+def test_export_writes_a_checked_fp16_folder_that_samples_like_its_run(tmp_path, monkeypatch):
+    from difflab.config import dump_yaml
+    from difflab.pretrained.export import export_checkpoint, write_card
+
+    config = {
+        "name": "tiny",
+        "model": {"channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "heads": 2, "norm_groups": 4},
+        "data": {"name": "digits", "batch_size": 8},
+        "train": {"steps": 3, "log_every": 1, "sample_every": 0, "ckpt_every": 0, "progress": False, "threads": 1},
+        "sample": {"steps": 2, "n": 4},
+    }
+    (tmp_path / "tiny.yaml").write_text(dump_yaml(config))
+    assert cli.main(["train", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run")]) == 0
+    root = tmp_path / "models"
+    info = export_checkpoint(tmp_path / "run", root / "tiny", rename={"digits": "renamed"})
+    assert info["weights_dtype"] == "float16" and 0 < info["max_rel_weight_error"] < 1e-3
+    meta = json.loads((root / "tiny" / "format.json").read_text())
+    assert "write_id" not in meta and meta["dataset"] == "renamed" and meta["exported_from"]["weights"] == "ema"
+    card = {"name": "tiny", "method": "image", "params": info["params"], "train_command": "t", "metric": {}}
+    write_card(root / "tiny", card, "# tiny")
+    monkeypatch.setenv("DIFFLAB_PRETRAINED", str(root))
+    shipped = difflab.load("pretrained:tiny", device="cpu")
+    run = difflab.load(tmp_path / "run")
+    a, b = shipped.sample(4, steps=2, seed=3), run.sample(4, steps=2, seed=3)
+    assert (a - b).abs().max() < 1e-2  # fp16 weights: the same samples up to rounding
+    with pytest.raises(ValueError, match="fp16 range"):
+        from difflab.pretrained.export import convert
+
+        convert({"w": torch.tensor([1e6])}, "fp16")
