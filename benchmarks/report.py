@@ -210,6 +210,33 @@ def render_training(data: dict) -> str:
             f"difflab / diffusers: {_fmt(data.get('throughput_ratio'))}",
             "",
         ]
+    if "shared_cpu" in data:
+        sc = data["shared_cpu"]
+        out += [
+            "### Training beside other work (thread counts)",
+            "",
+            provenance(parts.get("shared", data)),
+            "",
+            f"make demo's training (`configs/digits.yaml`) for {sc['seconds']:.0f} s per measurement, alone and "
+            f"beside one busy process ({sc['busy']}) on {sc['cores']} cores; the policies interleaved, median of "
+            f"{sc['rounds']} rounds. `auto` is difflab's default, `train.threads: 0`: as many threads as the cores "
+            "other processes leave free, re-measured every 5 s (difflab/threads.py).",
+            "",
+            table(
+                ["policy", "alone (steps/s)", "beside a busy process", "busy / alone", "threads used alone / busy"],
+                [
+                    [
+                        r["policy"],
+                        r["alone_steps_per_s"],
+                        r["busy_steps_per_s"],
+                        r["busy_over_alone"],
+                        f"{r['threads_alone']} / {r['threads_busy']}",
+                    ]
+                    for r in sc["rows"]
+                ],
+            ),  # fmt: skip
+            "",
+        ]
     if "demo_seconds" in data:
         d = data["digits"]
         out += [

@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/training.py throughput [--threads N]
     .venv/bin/python benchmarks/training.py demo
+    .venv/bin/python benchmarks/training.py shared [--seconds 20 --rounds 3]
     .venv/bin/python benchmarks/training.py fashion --run runs/fashion-mnist-cfg [--guidance 2]
 
 ``throughput``: training steps (forward, backward, AdamW) per second x batch, for difflab's
@@ -14,6 +15,10 @@ reported.
 
 ``demo``: times ``make demo`` from a warm set-up (the analytic demo, then training on digits,
 sampling and evaluation) and records the FD of its 1,000 samples with the train/test floor.
+
+``shared``: make demo's training (``configs/digits.yaml``) alone and beside one busy single-threaded
+process, with 2 threads, 1 thread and difflab's default (``train.threads: 0``, :mod:`difflab.threads`):
+steps/s, median over rounds with the policies interleaved.
 
 ``fashion``: evaluates a finished run of ``configs/fashion-mnist-cfg.yaml`` (trained with
 ``difflab train``): FD of 1,000 guided samples (labels cycling through the classes) with
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import statistics
 import subprocess
@@ -130,9 +136,74 @@ def bench_fashion(run: Path, guidance: float) -> dict:
     return {"fashion_mnist_cond": out}
 
 
+BUSY = [sys.executable, "-c", "while True: pass"]  # one busy single-threaded process at normal priority
+
+
+def _train_rate(threads: int, seconds: float, out: Path) -> dict:
+    """Steps/s of `difflab train configs/digits.yaml` (make demo's training) over ``seconds`` (the median
+    10-step window after the first log line: start-up excluded), and the thread counts it used."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "difflab", "train", str(ROOT / "configs/digits.yaml"), "--out", str(out),
+           "--no-progress", "--time-limit", str(seconds), f"train.threads={threads}", "train.sample_every=0",
+           "train.ckpt_every=0", "train.log_every=10"]  # fmt: skip
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    pairs = itertools.pairwise(rows)
+    windows = [(b["step"] - a["step"]) / max(b["elapsed_s"] - a["elapsed_s"], 1e-9) for a, b in pairs]
+    if not windows:
+        raise SystemExit(f"{out}: fewer than two log lines in {seconds} s; give more --seconds")
+    rate = statistics.median(windows)  # per 10-step window, the first (start-up) excluded
+    used = sorted({r.get("threads") for r in rows if r.get("threads") is not None})
+    return {"steps_per_s": round(rate, 2), "threads_used": used}
+
+
+def bench_shared(seconds: float, rounds: int) -> dict:
+    """make demo's training alone and beside one busy process, with 2 fixed threads, 1 fixed thread and
+    difflab's default (0: the cores other processes leave free, re-measured as the load changes); policies
+    interleaved, median over ``rounds``."""
+    import os
+    import tempfile
+
+    policies = {"2 threads": 2, "1 thread": 1, "auto (default)": 0}
+    got: dict[str, dict[str, list]] = {k: {"alone": [], "busy": []} for k in policies}
+    used: dict[str, dict[str, list]] = {k: {"alone": [], "busy": []} for k in policies}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for cond in ("alone", "busy"):
+                for name, n in policies.items():
+                    busy = subprocess.Popen(BUSY) if cond == "busy" else None
+                    try:
+                        res = _train_rate(n, seconds, Path(tmp) / "run")
+                    finally:
+                        if busy is not None:
+                            busy.kill()
+                            busy.wait()
+                    got[name][cond].append(res["steps_per_s"])
+                    used[name][cond] += res["threads_used"]
+                    print(f"round {r + 1}: {name:<15} {cond:<5} {res['steps_per_s']:7.2f} steps/s, threads "
+                          f"{res['threads_used']}", flush=True)  # fmt: skip
+    rows = [
+        {
+            "policy": name, "train_threads": n,
+            "alone_steps_per_s": statistics.median(got[name]["alone"]),
+            "busy_steps_per_s": statistics.median(got[name]["busy"]),
+            "threads_alone": sorted(set(used[name]["alone"])), "threads_busy": sorted(set(used[name]["busy"])),
+        }
+        for name, n in policies.items()
+    ]  # fmt: skip
+    for row in rows:
+        row["busy_over_alone"] = round(row["busy_steps_per_s"] / row["alone_steps_per_s"], 3)
+    return {"shared_cpu": {"rows": rows, "seconds": seconds, "rounds": rounds, "cores": os.cpu_count(),
+                           "busy": "python -c 'while True: pass' (one core, normal priority)"}}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("part", choices=["throughput", "demo", "fashion"], help="which measurement to run")
+    p.add_argument("part", choices=["throughput", "demo", "fashion", "shared"], help="which measurement to run")
+    p.add_argument("--seconds", type=float, default=20.0, help="shared: training seconds per measurement")
+    p.add_argument("--rounds", type=int, default=3, help="shared: rounds (median)")
     p.add_argument("--run", type=Path, default=ROOT / "runs" / "fashion-mnist-cfg", help="fashion: the run folder")
     p.add_argument("--guidance", type=float, default=2.0, help="fashion: classifier-free guidance weight w")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
@@ -153,6 +224,11 @@ def main(argv: list[str] | None = None) -> dict:
             f"diffusers {r['diffusers']:.1f} img/s ({part['throughput_setup']['params']['diffusers'] / 1e6:.2f}M), "
             f"ratio {part['throughput_ratio']:.2f}"
         )
+    elif args.part == "shared":
+        part = bench_shared(args.seconds, args.rounds)
+        for row in part["shared_cpu"]["rows"]:
+            print(f"{row['policy']:<15} alone {row['alone_steps_per_s']:.2f}, beside a busy process "
+                  f"{row['busy_steps_per_s']:.2f} steps/s ({row['busy_over_alone']:.2f}x)")  # fmt: skip
     elif args.part == "demo":
         part = bench_demo()
         d = part["digits"]

@@ -161,9 +161,10 @@ class TrainConfig:
     logged). ``ema_decay`` 0 makes the EMA a copy of the weights; with ``ema_warmup`` the decay at
     update t is ``min(ema_decay, (1 + t) / (10 + t))``. ``cond_drop`` is the probability of
     dropping the class label (classifier-free guidance; used when ``data.conditions`` has ``class``).
-    ``sample_every`` / ``ckpt_every`` / ``log_every`` 0 means only at the end. ``threads`` > 0 sets
-    ``torch.set_num_threads`` (0 keeps torch's default; on a busy CPU, 1 thread per process is often
-    fastest for small models). ``init`` starts a new run from the weights of another run, checkpoint
+    ``sample_every`` / ``ckpt_every`` / ``log_every`` 0 means only at the end. ``threads`` > 0 fixes
+    ``torch.set_num_threads``; 0 (the default) uses as many threads as the cores other processes leave
+    free, re-measured every few seconds (:mod:`difflab.threads`: on a shared CPU a thread per core
+    would wait on the cores that others hold). ``init`` starts a new run from the weights of another run, checkpoint
     or exported model folder (its EMA weights when it has them) or a ``.safetensors`` file, with a
     fresh optimizer: e.g. to continue on a CPU a model trained elsewhere whose optimizer state was
     not kept. ``--resume`` ignores it.

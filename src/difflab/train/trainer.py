@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from ..config import dump_yaml
+from ..threads import ThreadGovernor
 from .checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
@@ -158,8 +159,8 @@ class Trainer:
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
         self.device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
         check_precision(t.precision, self.device)
-        if t.threads > 0:
-            torch.set_num_threads(t.threads)
+        # threads 0: as many as the cores other processes leave free, re-measured as their load changes
+        self.governor = ThreadGovernor(t.threads) if self.device.type == "cpu" else None
         if not resume and (self.ckpt_dir / "format.json").exists():
             raise ValueError(
                 f"{self.run_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
@@ -423,6 +424,8 @@ class Trainer:
                 self._reason = self._reason or reason
                 stop = stop or self._reason is not None
                 win_loss, win_n = win_loss + loss, win_n + 1
+                if self.governor is not None:
+                    self.governor.tick()
                 monitor.advance()
                 last = self.step == end
                 if (t.log_every and self.step % t.log_every == 0) or last or stop:
@@ -432,7 +435,7 @@ class Trainer:
                         {
                             "step": self.step, "loss": last_loss, "lr": lr_at(self.step - 1, t),
                             "grad_norm": grad_norm, "images_per_s": win_n * per_step / max(now - win_t, 1e-9),
-                            "elapsed_s": round(now - t0, 3),
+                            "elapsed_s": round(now - t0, 3), "threads": torch.get_num_threads(),
                         }
                     )  # fmt: skip
                     win_loss, win_n, win_t = 0.0, 0, now
