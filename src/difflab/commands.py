@@ -192,8 +192,18 @@ def _stages(args: argparse.Namespace) -> tuple[Any, LoadedStage]:
     from .methods import load
     from .train.distributed import resolve_device
 
-    cascade = load(list(args.run), weights=args.weights, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    _share_cpu(device)
+    cascade = load(list(args.run), weights=args.weights, device=device)
     return cascade, cascade.stages[-1]
+
+
+def _share_cpu(device: Any) -> None:
+    """On the CPU, sample with as many threads as the cores other processes leave free (difflab.threads)."""
+    if getattr(device, "type", str(device)) == "cpu":
+        from .threads import ThreadGovernor
+
+        ThreadGovernor()
 
 
 def _labels(args: argparse.Namespace, cascade: Any, n: int) -> Tensor | None:
@@ -495,7 +505,9 @@ def _generate_unclip(args: argparse.Namespace, prompts: list[str]) -> int:
         raise ValueError("--unclip takes a prior run, a decoder run, then any super-resolution runs")
     if args.labels:
         raise ValueError("--labels does not apply to unCLIP: it draws from captions")
-    pipe = UnCLIP.load(*args.unclip, weights=args.weights, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    _share_cpu(device)
+    pipe = UnCLIP.load(*args.unclip, weights=args.weights, device=device)
     every = [p for p in prompts for _ in range(args.n)]
     t0 = time.perf_counter()
     x = pipe.sample(
