@@ -18,8 +18,6 @@ on a 2-core CPU the full 784 calls per image take hours for 1,000 images, K = D/
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import json
 import math
 import sys
@@ -30,47 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difflab.methods.ardm.baselines import baseline_sizes
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine_info, write_result  # noqa: E402
-
-
-def baseline_sizes(images: np.ndarray) -> tuple[dict[str, list[int]], dict[str, dict[str, float]]]:
-    """Bytes per image and encode/decode ms per image of PNG, WebP lossless, JPEG-XL lossless and gzip."""
-    from PIL import Image
-
-    def png(a):
-        buf = io.BytesIO()
-        Image.fromarray(a).save(buf, format="PNG", optimize=True)
-        return buf.getvalue()
-
-    def webp(a):
-        buf = io.BytesIO()
-        Image.fromarray(a).save(buf, format="WEBP", lossless=True, quality=100, method=6)
-        return buf.getvalue()
-
-    def pil_decode(b):
-        return np.asarray(Image.open(io.BytesIO(b)).convert("L"))
-
-    codecs = {"png": (png, pil_decode), "webp": (webp, pil_decode)}
-    try:
-        import imagecodecs
-
-        codecs["jpegxl"] = (lambda a: imagecodecs.jpegxl_encode(a, lossless=True, effort=9), imagecodecs.jpegxl_decode)
-    except ImportError:  # not on the GPU machine: JPEG-XL is left out there
-        pass
-    codecs["gzip"] = (lambda a: gzip.compress(a.tobytes(), 9), lambda b: np.frombuffer(gzip.decompress(b), np.uint8))
-    sizes, times = {}, {}
-    for name, (enc, dec) in codecs.items():
-        t0 = time.perf_counter()
-        blobs = [enc(a) for a in images]
-        t1 = time.perf_counter()
-        for a, b in zip(images, blobs, strict=True):
-            if not np.array_equal(np.asarray(dec(b)).reshape(a.shape), a):
-                raise RuntimeError(f"{name} is not lossless here")
-        t2 = time.perf_counter()
-        sizes[name] = [len(b) for b in blobs]
-        times[name] = {"encode_ms": 1000 * (t1 - t0) / len(images), "decode_ms": 1000 * (t2 - t1) / len(images)}
-    return sizes, times
 
 
 def parallel_sources(paths: list[str]) -> dict[str, str]:

@@ -14,7 +14,17 @@ from difflab.threads import LoadMeter, ThreadGovernor, threads_for
 
 @pytest.mark.parametrize(
     ("others", "limit", "want"),
-    [(0.0, 2, 2), (0.25, 2, 2), (0.35, 2, 1), (1.0, 2, 1), (1.9, 2, 1), (3.0, 2, 1), (1.0, 8, 7), (2.2, 8, 6), (2.4, 8, 5)],
+    [
+        (0.0, 2, 2),
+        (0.25, 2, 2),
+        (0.35, 2, 1),
+        (1.0, 2, 1),
+        (1.9, 2, 1),
+        (3.0, 2, 1),
+        (1.0, 8, 7),
+        (2.2, 8, 6),
+        (2.4, 8, 5),
+    ],
 )
 def test_a_core_counts_as_taken_once_others_use_a_third_of_it(others, limit, want):
     assert threads_for(others, limit) == want

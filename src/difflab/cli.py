@@ -100,7 +100,8 @@ COMMANDS: dict[str, Command] = {
             "super-resolution stages), with classifier-free guidance (--guidance, one weight or one per stage) "
             "and thresholding (--threshold none|static|dynamic, one or one per stage); one grid row per prompt. "
             "--unclip PRIOR DECODER [SR ...] draws with unCLIP instead: the prior maps each prompt to a CLIP "
-            "image embedding (--prior-guidance, --best-of), the decoder and its stages draw the image."
+            "image embedding (--prior-guidance, --best-of), the decoder and its stages draw the image. "
+            "--pretrained NAME uses a shipped text-to-image or unclip model (difflab models)."
         ),
         where="difflab.commands:generate",
     ),
@@ -167,6 +168,28 @@ COMMANDS: dict[str, Command] = {
             "sample grids over training (latest first), audio and video, and eval.json, all embedded inline."
         ),
         where="difflab.commands:report",
+    ),
+    "models": Command(
+        help="list the pretrained models shipped with difflab (use one as pretrained:NAME)",
+        description=(
+            "Lists every pretrained model: name, method, parameters, size on disk and the metric of its model "
+            "card (README.md in its folder). Any command that takes a run folder takes pretrained:NAME instead, "
+            "e.g. difflab sample pretrained:fashion-mnist-4step; difflab.load('pretrained:digits') in Python."
+        ),
+        where="difflab.commands:models",
+    ),
+    "app": Command(
+        help="a browser app (Gradio) with a tab per method: sample, distilled vs teacher, compress, vocode, video",
+        description=(
+            "Serves a page on --host:--port (default 127.0.0.1:7860, this machine only) with a tab per method: "
+            "class-conditional and text-to-image sampling, a distilled student beside its teacher, ARDM lossless "
+            "compression of an uploaded image (with PNG and JPEG-XL sizes), WaveGrad vocoding of an uploaded file "
+            "or a sentence spoken by espeak-ng (with Griffin-Lim), and video sampling / extension. It offers the "
+            "shipped pretrained models and the runs given with --model and --video, refuses inputs over its "
+            "limits with a message, and serves only files under --out. Needs the app extra: pip install "
+            "'difflab[app]'. See docs/app.md."
+        ),
+        where="difflab.app.cli:app",
     ),
     "ardm-train": Command(
         help="train an autoregressive diffusion model (OA-ARDM, Upscale ARDM, text) from a YAML recipe",
