@@ -131,3 +131,10 @@ def test_demo_runs_from_the_command_line(tmp_path, capsys):
     assert metrics["config"]["grid"] == 'CosineSchedule().lams(steps, "lam")'
     assert [r["steps"] for r in metrics["runs"]] == [2, 4, 8]
     assert not (out / "demo.png").exists()
+
+
+def test_help_imports_no_torch():
+    """`difflab --help` builds every subcommand's parser; none may import torch (it costs seconds)."""
+    code = "import sys; from difflab import cli; cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -238,6 +238,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["distill", str(teacher), "--from-steps", "8", "--to-steps", "3"]) == 2
     err = capsys.readouterr().err
     assert "must be one of 4, 2, 1" in err and err.count("\n") == 1
+    assert main(["distill", str(teacher), "--from-steps", "4", "--to-steps", "2", "sample_n=0"]) == 2
+    assert "sample_n must be >= 1" in capsys.readouterr().err
     fake = tmp_path / "ardm" / "checkpoint"
     fake.mkdir(parents=True)
     (fake / "format.json").write_text(json.dumps({"format": "difflab-checkpoint", "method": "ardm", "step": 1}))

@@ -178,6 +178,8 @@ class DistillConfig:
         halvings(self.from_steps, self.to_steps)
         if self.updates < 1:
             raise ValueError(f"updates must be >= 1, got {self.updates}")
+        if self.sample_n < 1:
+            raise ValueError(f"sample_n must be >= 1 (samples in each halving's grid), got {self.sample_n}")
         if self.weighting not in DISTILL_WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(DISTILL_WEIGHTINGS)}, got {self.weighting!r}")
         if self.guidance is not None and self.guidance_range is not None:

@@ -8,6 +8,16 @@
 - :mod:`.cli`: ``difflab unclip variations|interpolate|text-diff``.
 """
 
-from .embeddings import ImageEmbedded, clip_identity, clip_input, data_key, image_embeddings
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["ImageEmbedded", "clip_identity", "clip_input", "data_key", "image_embeddings"]
+
+
+def __getattr__(name: str) -> Any:
+    """The names of :mod:`.embeddings`, imported on first use (``difflab --help`` imports :mod:`.cli`)."""
+    if name in __all__:
+        return getattr(importlib.import_module(f"{__name__}.embeddings"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

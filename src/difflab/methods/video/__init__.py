@@ -8,15 +8,10 @@ temporal interpolation by reconstruction guidance or replacement) and :mod:`.cli
 video sample|extend|interpolate``). See docs/video.md.
 """
 
-from .sampling import (
-    METHODS,
-    clip_shape,
-    extend,
-    extension_lengths,
-    interpolate,
-    interpolation_factors,
-    linear_interpolate,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "METHODS",
@@ -27,3 +22,11 @@ __all__ = [
     "interpolation_factors",
     "linear_interpolate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The names of :mod:`.sampling`, imported on first use: ``difflab --help`` imports this package's
+    ``cli`` module and must not pay for torch."""
+    if name in __all__:
+        return getattr(importlib.import_module(f"{__name__}.sampling"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
