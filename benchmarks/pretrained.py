@@ -9,10 +9,11 @@ Run from the repository root::
 ``export`` needs the training runs named in :data:`MODELS` (each with the command that made it); it
 writes the model folder (fp16 weights unless the run's are bf16 already), measures the card metric on
 the exported weights with seed 0 and writes ``card.json``, ``README.md`` and ``checksums.json``.
-``measure`` measures the same metric with seed 1 (other sampling noise; deterministic metrics such as
-a codec's bits per dimension must agree exactly) and the wall time of a fresh ``difflab`` process from
-start to its first output (a sample, a coded file, a vocoded file), and writes
-``docs/results/pretrained.json``.
+``measure`` measures the same metric with seeds 1 and 2 (other sampling noise; deterministic metrics,
+a codec's bits per dimension or a zero-shot accuracy, must agree exactly), the wall time of a fresh
+``difflab`` process from start to its first output (a sample, a coded file, a vocoded file) and the
+app's first response per tab, and writes ``docs/results/pretrained.json`` (rows of models not named
+this time are kept, with the command and date that measured them).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import command_line, machine_info, training_seconds, write_result  # noqa: E402
+from common import command_line, machine_info, result_path, training_seconds, write_result  # noqa: E402
 
 DIFFLAB = [sys.executable, "-m", "difflab"]
 CPU = "AMD EPYC, 2 cores (shared)"
@@ -196,6 +197,7 @@ def _prior_cosine(name: str, seed: int, n: int = 256) -> tuple[str, float, str]:
     return "prior_cosine", value, f"difflab.methods.unclip.prior.prior_cosine(prior, 'test', {n}, seed={seed})"
 
 
+DETERMINISTIC = ("ardm", "clip")  # the codec's file size and zero-shot accuracy do not depend on a seed
 METRICS = {
     "image": _fd, "distilled": _fd, "ardm": _codec_bpd, "wavegrad": _stoi, "clip": _zero_shot,
     "text-to-image": _alignment, "unclip": _prior_cosine,
@@ -335,27 +337,54 @@ def usage(card: dict[str, Any]) -> list[str]:
 
 
 # -- measure ---------------------------------------------------------------------------------
-def measure(names: list[str]) -> None:
-    from difflab.pretrained import get
+def app_latency() -> dict[str, float | None]:
+    """benchmarks/app_latency.py: the app's first response per tab, in headless Chromium."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/app_latency.py")], cwd=ROOT, capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"benchmarks/app_latency.py failed: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(names: list[str], app: bool) -> None:
+    from difflab.pretrained import get, list_models
 
     rows = []
     for name in names:
         info = get(name)
         metric, value, how = METRICS[info.method](name, 1)
+        # the seed-to-seed spread: the same metric with seed 2 (0 for deterministic metrics)
+        other = value if info.method in DETERMINISTIC else METRICS[info.method](name, 2)[1]
+        spread = abs(value - other)
+        card = info.metric.get("value")
         first = first_sample_seconds(name, info.method)
         row = {
             "name": name, "method": info.method, "params": info.params, "bytes": info.bytes, "metric": metric,
-            "value": round(value, 4), "card_value": info.metric.get("value"), "command": how,
+            "value": round(value, 4), "card_value": card, "value_seed2": round(other, 4),
+            "seed_spread": round(spread, 4), "command": how,
+            # agreement: within twice the spread of two seeds (exactly, for a deterministic metric)
+            "agrees": bool(abs(value - card) <= max(2 * spread, 1e-4)),
             "first_sample_s": None if first != first else round(first, 2),
         }  # fmt: skip
         print(json.dumps(row), flush=True)
         rows.append(row)
+    path = result_path("pretrained")
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    measured = {r["name"] for r in rows}
+    shipped = {m.name for m in list_models()}
+    kept = [r for r in old.get("models", []) if r["name"] not in measured and r["name"] in shipped]
+    for r in kept:  # measured by an earlier run: its own command and date stay with it
+        r.setdefault("measured", {"command": old.get("command"), "date": old.get("date")})
+    rows = sorted(kept + rows, key=lambda r: r["name"])
     write_result(
         "pretrained",
         {
             "command": command_line("benchmarks/pretrained.py"), "machine": machine_info(),
             "date": dt.date.today().isoformat(), "seed": 1, "card_seed": 0, "models": rows,
-            "total_bytes": sum(r["bytes"] for r in rows),
+            "total_bytes": sum(m.bytes for m in list_models()),
+            "app_first_response_s": app_latency() if app else old.get("app_first_response_s"),
+            "app_command": "python benchmarks/app_latency.py" if app else old.get("app_command"),
         },
     )  # fmt: skip
 
@@ -365,16 +394,29 @@ def render(data: dict) -> str:
         "Every shipped model (`difflab models`) with its card's metric (seed 0, measured when exported) beside the "
         "same metric re-measured with seed 1, and the wall time of a fresh `difflab` process from start to its "
         "first output (one sample; for the codec one coded image; for the vocoder one vocoded utterance).", "",
-        "| model | method | parameters | MB | metric | card (seed 0) | re-measured (seed 1) | first output (s) |",
-        "|---|---|---:|---:|---|---:|---:|---:|",
+        "| model | method | parameters | MB | metric | card (seed 0) | seed 1 | seed 2 | agrees | first output (s) |",
+        "|---|---|---:|---:|---|---:|---:|---:|---|---:|",
     ]  # fmt: skip
     for r in data["models"]:
         first = "-" if r["first_sample_s"] is None else f"{r['first_sample_s']:.1f}"
         lines.append(
             f"| {r['name']} | {r['method']} | {r['params'] / 1e6:.2f}M | {r['bytes'] / 2**20:.1f} | {r['metric']} | "
-            f"{r['card_value']} | {r['value']} | {first} |"
+            f"{r['card_value']} | {r['value']} | {r['value_seed2']} | {'yes' if r['agrees'] else 'NO'} | {first} |"
         )
+    lines += [
+        "", "Agrees: the seed-1 value is within twice the distance between the seed-1 and seed-2 values of the "
+        "card's (exactly equal for the deterministic codec size and zero-shot accuracy). Metric commands:", "",
+        *[f"- {r['name']}: `{r['command']}`" for r in data["models"]],
+    ]  # fmt: skip
     lines += ["", f"All models together: {data['total_bytes'] / 2**20:.1f} MB (budget 80 MB)."]
+    app = data.get("app_first_response_s")
+    if app:
+        lines += [
+            "", f"`difflab app`, first response per tab (`{data['app_command']}`: headless Chromium, seconds from "
+            "the click to the output shown, loading the model included; the shipped models at each tab's defaults):",
+            "", "| tab | seconds |", "|---|---:|",
+            *[f"| {tab} | {'-' if v is None else round(v, 2)} |" for tab, v in app.items()],
+        ]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -383,6 +425,7 @@ def main() -> None:
     p.add_argument("action", choices=("export", "measure"))
     p.add_argument("names", nargs="*", help="models (default: all)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
+    p.add_argument("--no-app", action="store_true", help="measure: skip the app's latency per tab")
     args = p.parse_args()
     import torch
 
@@ -399,7 +442,7 @@ def main() -> None:
         from difflab.pretrained import list_models
 
         shipped = {m.name for m in list_models()}
-        measure([n for n in names if n in shipped])
+        measure([n for n in names if n in shipped], app=not args.no_app)
 
 
 if __name__ == "__main__":
