@@ -28,7 +28,7 @@ CONFIG = {
     "train": {"steps": 4, "log_every": 1, "sample_every": 2, "ckpt_every": 0, "progress": False, "threads": 1},
     "sample": {"steps": 2, "n": 4},
 }
-CURVES = ("loss", "learning rate", "gradient norm", "throughput (examples/s)")
+CURVES = ("loss", "learning rate", "gradient norm", "throughput (examples/s)", "CPU threads (difflab.threads)")
 
 
 def _error(capsys) -> str:
@@ -111,7 +111,7 @@ def test_report_of_a_trained_run(run, tmp_path):
     assert page.index("step 4 (step_0000004.png)") < page.index("step 2 (step_0000002.png)")  # latest first
     for title in CURVES:
         assert f'aria-label="{html.escape(title)} vs step"' in page
-    assert page.count("<polyline") == 4 and "loss: " in page and " at step 4;" in page
+    assert page.count("<polyline") == len(CURVES) and "loss: " in page and " at step 4;" in page
     evaluation = json.loads((run / "eval.json").read_text())
     assert "Evaluation (eval.json)" in page and f"<td>{evaluation['fd']:.4g}</td>" in page
     for fact in ("<td>diffusion</td>", "<td>digits</td>", "<td>done</td>", "<td>4 of 4</td>", "parameters"):

@@ -43,6 +43,7 @@ TRAIN_CURVES = {
     "lr": "learning rate",
     "grad_norm": "gradient norm",
     "images_per_s": "throughput (examples/s)",
+    "threads": "CPU threads (difflab.threads)",
 }
 NOT_METRICS = {"step", "elapsed_s", "epoch", "seed", "n_samples", "n_ref", "n_floor"}
 MAX_POINTS = 1500  # per chart; longer series are thinned evenly
