@@ -1,4 +1,5 @@
-"""Tiny models of every kind the app serves, trained for a few steps (for tests/test_app*.py; not a test module).
+"""Tiny models of every kind the app serves, trained for a few steps (for tests/test_app*.py and test_report.py;
+not a test module).
 
 :func:`tiny_models` trains them once per test session into ``BASETEMP/app-models`` (both app test modules
 share them) and returns their folders: ``image`` (class-conditional digits), ``student`` (distilled from it,
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,15 +39,15 @@ def _train(root: Path, name: str, config: dict, command: str = "train") -> Path:
     return root / name
 
 
-def _wavegrad(root: Path) -> Path:
-    from difflab.methods.wavegrad.train import train_wavegrad
+def tiny_wavegrad_config(root: Path, train: dict) -> Any:
+    """A WaveGrad run config of a few thousand parameters on four tones written to ``root/speech``."""
     from difflab.train.config import RunConfig
 
     (root / "speech").mkdir()
     for i in range(4):
         write_tone(root / "speech" / f"t{i}.wav", freq=200 + 60 * i)
     mel = dict(sample_rate=16000, n_fft=256, hop=64, win=256, n_mels=20, fmin=0.0, fmax=8000.0)
-    cfg = RunConfig.from_dict(
+    return RunConfig.from_dict(
         {
             "name": "wg",
             "model": {"factors": [4, 4, 4], "in_channels": 16, "up_channels": [16, 16, 8],
@@ -53,10 +55,15 @@ def _wavegrad(root: Path) -> Path:
             "data": {"name": "speech", "options": {"source": "folder", "root": str(root / "speech"),
                                                    "segment_frames": 8}, "batch_size": 8},
             "diffusion": {"schedule": "linear", "parameterization": "eps", "weighting": "snr", "norm": "l1"},
-            "train": {"steps": 2, **TRAIN},
+            "train": train,
         }
     )  # fmt: skip
-    result, _ = train_wavegrad(cfg, root / "wavegrad")
+
+
+def _wavegrad(root: Path) -> Path:
+    from difflab.methods.wavegrad.train import train_wavegrad
+
+    result, _ = train_wavegrad(tiny_wavegrad_config(root, {"steps": 2, **TRAIN}), root / "wavegrad")
     assert result.status == "done"
     return root / "wavegrad"
 

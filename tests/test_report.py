@@ -10,13 +10,12 @@ import re
 import shutil
 import subprocess
 import time
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from app_models import tiny_wavegrad_config
 from difflab import cli
 from difflab.config import dump_yaml
 from difflab.report import build_report, write_report
@@ -48,16 +47,6 @@ def _data_uris(page: str, mime: str) -> list[bytes]:
     return [base64.b64decode(d) for d in re.findall(rf'src="data:{re.escape(mime)};base64,([^"]+)"', page)]
 
 
-def write_tone(path: Path, seconds: float = 0.6, rate: int = 16000, freq: float = 300.0) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((0.4 * np.sin(2 * np.pi * freq * t) * 32767).astype("<i2").tobytes())
-    return path
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A tiny digits run trained through the CLI (4 steps, grids at steps 2 and 4), with eval.json."""
@@ -73,25 +62,10 @@ def run(tmp_path_factory) -> Path:
 def wavegrad_run(tmp_path_factory) -> Path:
     """A tiny WaveGrad run (metrics, a validation snapshot) and a WAV vocoded with it into samples/."""
     from difflab.methods.wavegrad.train import train_wavegrad
-    from difflab.train.config import RunConfig
 
     root = tmp_path_factory.mktemp("wavegrad")
-    (root / "speech").mkdir()
-    for i in range(4):
-        write_tone(root / "speech" / f"t{i}.wav", freq=200 + 60 * i)
-    mel = dict(sample_rate=16000, n_fft=256, hop=64, win=256, n_mels=20, fmin=0.0, fmax=8000.0)
-    cfg = RunConfig.from_dict(
-        {
-            "name": "wg",
-            "model": {"factors": [4, 4, 4], "in_channels": 16, "up_channels": [16, 16, 8],
-                      "down_channels": [4, 8, 8], "mel": mel},
-            "data": {"name": "speech", "options": {"source": "folder", "root": str(root / "speech"),
-                                                   "segment_frames": 8}, "batch_size": 8},
-            "diffusion": {"schedule": "linear", "parameterization": "eps", "weighting": "snr", "norm": "l1"},
-            "train": {"steps": 4, "log_every": 1, "ckpt_every": 0, "sample_every": 0, "progress": False,
-                      "threads": 1},
-        }
-    )  # fmt: skip
+    train = {"steps": 4, "log_every": 1, "ckpt_every": 0, "sample_every": 0, "progress": False, "threads": 1}
+    cfg = tiny_wavegrad_config(root, train)
     result, _ = train_wavegrad(cfg, root / "run", snapshots=(0.0,), snapshot_weights=())
     assert result.status == "done"
     out = root / "run" / "samples" / "vocoded.wav"
