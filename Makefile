@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 # Debian packages the tests use: real data sets (see docs/design.md), espeak-ng and chromium (the browser
 # tests of difflab report and difflab app; Playwright drives this chromium, no browser is downloaded);
 # needs root, as on CI and dev machines.
-DEBIAN_PKGS := dataset-fashion-mnist asterisk-core-sounds-en asterisk-core-sounds-en-g722 espeak-ng chromium
+DEBIAN_PKGS := dataset-fashion-mnist asterisk-core-sounds-en asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722 espeak-ng chromium
 debian-data:
 	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -5,6 +5,12 @@ Run from the repository root, with run folders of ``difflab wavegrad-train`` (e.
 
     .venv/bin/python benchmarks/wavegrad.py --standard RUN_A --priorgrad RUN_B [--threads 1]
     .venv/bin/python benchmarks/wavegrad.py --standard RUN_A --quick     # 6-step schedules only
+    .venv/bin/python benchmarks/wavegrad.py --runs RUN_C --speakers en heldout-ru --steps 6 --update
+
+``--speakers`` picks the test voices: ``en`` (the 20 English utterances below) and ``heldout-LANG``
+(the first 20 test utterances of another asterisk voice, e.g. ``heldout-ru``, which no shipped
+model trains on); each row names its ``speaker`` and the voices its model was trained on
+(``train_voices``). ``--runs`` adds runs of either prior (read from the run) without a curve.
 
 On the 20 test utterances of asterisk-core-sounds-en-g722 (the first 20 top-level files of
 ``en_US_f_Allison``, sorted by name, lasting >= 2 s; 80 mels, n_fft 1024, hop 256, fmax 8000,
@@ -37,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import command_line, machine_info, result_path, write_result  # noqa: E402
 from difflab.methods.wavegrad.audio import MEL_PRESETS, log_mel  # noqa: E402
-from difflab.methods.wavegrad.data import load_asterisk  # noqa: E402
+from difflab.methods.wavegrad.data import VOICES, load_asterisk  # noqa: E402
 from difflab.methods.wavegrad.vocoder import Vocoder, griffin_lim  # noqa: E402
 
 MEL = MEL_PRESETS["16k"]
@@ -92,13 +98,44 @@ def wavegrad_synth(voc: Vocoder, betas: list[float]):
     return lambda mel: voc(mel, betas=betas, seed=0).numpy()
 
 
-def bench_run(run: str, prior: str, refs: list[np.ndarray], plan, curve: bool) -> tuple[list[dict], list[dict]]:
+def train_voices(run: str) -> str:
+    """The voices a WaveGrad run trained on (comma-joined languages), from its config."""
+    from difflab.config import load_yaml
+    from difflab.train.checkpoint import checkpoint_path
+
+    opts = (load_yaml(checkpoint_path(run) / "config.yaml").get("data") or {}).get("options") or {}
+    if opts.get("source", "asterisk") == "cache":
+        return "en"  # the GPU runs' training cache holds the English train split (scripts/gpu/make_speech_cache.py)
+    voices = opts.get("voices") or ["en"]
+    return ",".join([voices] if isinstance(voices, str) else voices)
+
+
+def test_voice(speaker: str) -> str:
+    """``en`` or ``heldout-LANG`` -> the asterisk language whose test split is scored."""
+    lang = speaker.removeprefix("heldout-")
+    if lang not in VOICES or (speaker != "en" and not speaker.startswith("heldout-")):
+        raise SystemExit(
+            f"--speakers: {speaker!r}; valid: en, " + ", ".join(f"heldout-{v}" for v in VOICES if v != "en")
+        )
+    return lang
+
+
+def bench_run(
+    run: str, prior: str | None, refs: list[np.ndarray], plan, curve: bool, speaker: str = "en"
+) -> tuple[list[dict], list[dict]]:
     voc = Vocoder.load(run)
+    if prior is None:
+        prior = voc.config.prior
     if voc.config.prior != prior:
         raise SystemExit(f"{run} was trained with prior {voc.config.prior!r}, not {prior!r}")
+    voices = train_voices(run)
+    if speaker != "en" and test_voice(speaker) in voices.split(","):
+        raise SystemExit(f"{run} trained on {voices}: {speaker} is not held out for it")
     hours = round(float(voc.meta.get("train_seconds", 0)) / 3600, 4)
     voc(voc.mel(refs[0][:16000]), betas=[0.1])  # warm-up (oneDNN primitive creation)
     rows = []
+    if voc.distilled:  # a student has one schedule, its own (sampled by DDIM)
+        plan, curve = [("distilled", voc.distilled["steps"])], False
     for kind, steps in plan:
         if kind == "searched" and str(steps) not in (voc.meta.get("schedules") or {}):
             print(f"{run}: no searched {steps}-step schedule; skipped (run difflab wavegrad-search)")
@@ -106,6 +143,7 @@ def bench_run(run: str, prior: str, refs: list[np.ndarray], plan, curve: bool) -
         use = refs[:N_1000] if steps == 1000 else refs
         r = evaluate(wavegrad_synth(voc, voc.schedule(steps, kind)), use)
         row = {"method": "wavegrad", "prior": prior, "schedule": kind, "steps": steps, "train_hours": hours, **r}
+        row.update(speaker=speaker, train_voices=voices, distilled=bool(voc.meta.get("distilled")), run=str(run))
         row["utterances"] = len(use)
         row["load_average"] = round(os.getloadavg()[0], 2)  # the RTF depends on what else runs
         print(json.dumps(row), flush=True)
@@ -129,24 +167,73 @@ def bench_run(run: str, prior: str, refs: list[np.ndarray], plan, curve: bool) -
     return rows, points
 
 
+def row_key(r: dict) -> tuple:
+    """What makes a result row distinct (rows written before speakers existed are English, one voice, not distilled)."""
+    voices = r.get("train_voices", "en" if r["method"] == "wavegrad" else None)
+    return (
+        r["method"],
+        r["prior"],
+        r["schedule"],
+        r["steps"],
+        r.get("speaker", "en"),
+        voices,
+        r.get("distilled", False),
+    )
+
+
+def speaker_checks(rows: list[dict]) -> list[str]:
+    """Issue 20's targets per 6-step WaveGrad row: PESQ >= 2.0, STOI >= 0.92 and RTF <= 0.25 on English; on a
+    held-out voice, STOI no worse than Griffin-Lim's on the same utterances minus 0.05."""
+    gl = {r.get("speaker", "en"): r for r in rows if r["method"] == "griffin-lim"}
+    out = []
+    for r in rows:
+        if r["method"] != "wavegrad" or r["steps"] > 6 or r["schedule"] not in ("searched", "distilled"):
+            continue
+        speaker = r.get("speaker", "en")
+        what = f"{r['prior']}, trained on {r.get('train_voices', 'en')}" + (", distilled" if r.get("distilled") else "")
+        what += f", {r['steps']} {r['schedule']} steps"
+        if speaker == "en":
+            ok = r["pesq"] >= 2.0 and r["stoi"] >= 0.92
+            out.append(f"- en, {what}: PESQ {r['pesq']:.2f} (>= 2.0), STOI {r['stoi']:.3f} (>= 0.92), RTF "
+                       f"{r['rtf']:.3f} at {r.get('threads', '?')} threads (<= 0.25 at 2): "
+                       f"{'met' if ok and r['rtf'] <= 0.25 and r.get('threads') == 2 else 'missed'}")  # fmt: skip
+        elif speaker in gl:
+            bar = gl[speaker]["stoi"] - 0.05
+            out.append(f"- {speaker}, {what}: STOI {r['stoi']:.3f} vs Griffin-Lim {gl[speaker]['stoi']:.3f} - 0.05 "
+                       f"= {bar:.3f}: {'met' if r['stoi'] >= bar else 'missed'}")  # fmt: skip
+    return out
+
+
 def render_wavegrad(data: dict) -> str:
     """Markdown tables for docs/RESULTS.md from docs/results/wavegrad.json."""
+    held = data.get("heldout_utterances", {})
     lines = [
-        f"{len(data['test_utterances'])} test utterances of asterisk-core-sounds-en-g722 (Allison), re-synthesised "
-        "from the real recording's log-mel (80 bins, n_fft 1024, hop 256). Real-time factor on "
-        f"{data['machine'].get('cpu', '?')} with the torch threads of each row.",
+        f"{len(data['test_utterances'])} test utterances of asterisk-core-sounds-en-g722 (Allison, speaker `en`)"
+        + "".join(f", {len(v)} of the `{k}` voice" for k, v in held.items())
+        + ", re-synthesised from the real recording's log-mel (80 bins, n_fft 1024, hop 256). `trained on` lists "
+        "the voices of the model's training data (a held-out speaker is never among them). Real-time factor on "
+        f"{data['machine'].get('cpu', '?')} with the torch threads of each row, beside whatever else ran "
+        "(`load_average` in the JSON).",
         "",
-        "| method | prior | schedule | steps | train h | PESQ | STOI | log-mel L1 | MR-STFT | RTF | threads |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| speaker | method | prior | trained on | schedule | steps | train h | PESQ | STOI | log-mel L1 | MR-STFT "
+        "| RTF | threads |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in data["rows"]:
         steps = f"{r['steps']}" + (f" ({r['utterances']} utt.)" if r.get("utterances", 20) < 20 else "")
+        voices = r.get("train_voices", "en") if r["method"] == "wavegrad" else "-"
+        method = r["method"] + (" (distilled)" if r.get("distilled") else "")
         lines.append(
-            f"| {r['method']} | {r['prior'] or '-'} | {r['schedule']} | {steps} | {r['train_hours']:.3f} | "
-            f"{r['pesq']:.2f} | {r['stoi']:.3f} | {r['mel_l1']:.3f} | {r['mrstft']:.3f} | {r['rtf']:.3f} | "
-            f"{r.get('threads', data.get('threads', '?'))} |"
+            f"| {r.get('speaker', 'en')} | {method} | {r['prior'] or '-'} | {voices} | {r['schedule']} | {steps} | "
+            f"{r['train_hours']:.3f} | {r['pesq']:.2f} | {r['stoi']:.3f} | {r['mel_l1']:.3f} | {r['mrstft']:.3f} | "
+            f"{r['rtf']:.3f} | {r.get('threads', data.get('threads', '?'))} |"
         )
-    by = {(r["prior"], r["schedule"], r["steps"]): r for r in data["rows"] if r["method"] == "wavegrad"}
+    first = [r for r in data["rows"] if r.get("speaker", "en") == "en" and r.get("train_voices", "en") == "en"]
+    by = {
+        (r["prior"], r["schedule"], r["steps"]): r
+        for r in first
+        if r["method"] == "wavegrad" and not r.get("distilled")
+    }
     checks = []
     for prior in ("standard", "priorgrad"):
         s6, s50 = by.get((prior, "searched", 6)), by.get((prior, "fixed", 50))
@@ -163,8 +250,7 @@ def render_wavegrad(data: dict) -> str:
             f"L1 {pg6['mel_l1']:.3f} vs standard {std6['mel_l1']:.3f} "
             f"({'lower' if pg6['mel_l1'] < std6['mel_l1'] else 'NOT lower'})"
         )
-    if checks:
-        lines += ["", "Targets:", "", *checks]
+    checks += speaker_checks(data["rows"])
     test_curve = [p for p in data.get("curve", []) if "pesq" in p]
     if test_curve:
         head = "| prior | train s | step | PESQ | STOI | log-mel L1 |\n|---|---:|---:|---:|---:|---:|"
@@ -191,6 +277,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--standard", metavar="RUN", help="run trained with the standard prior")
     p.add_argument("--priorgrad", metavar="RUN", help="run trained with PriorGrad's prior")
+    p.add_argument("--runs", nargs="+", default=[], metavar="RUN", help="more runs of either prior (no curve)")
+    p.add_argument(
+        "--speakers", nargs="+", default=["en"], help="test voices: en and/or heldout-LANG (default: %(default)s)"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     p.add_argument("--n", type=int, default=20, help="test utterances (default: the issue's 20)")
     p.add_argument("--quick", action="store_true", help="6-step schedules only (no 25, 50, 1000)")
@@ -205,24 +295,32 @@ def main() -> None:
     p.add_argument("--no-write", action="store_true", help="print only; do not write docs/results/wavegrad.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    corpus = load_asterisk()
-    names, refs = corpus.split_names("test")[: args.n], corpus.split("test")[: args.n]
     plan = PLAN[:2] if args.quick else PLAN
     if args.steps:
         bad = sorted(set(args.steps) - {n for _, n in PLAN})
         if bad:
             p.error(f"--steps: {bad} not among the benchmark's step counts {sorted({n for _, n in PLAN})}")
         plan = [(k, n) for k, n in plan if n in args.steps]
-    gl = evaluate(lambda mel: griffin_lim(mel, MEL), refs)
-    rows = [{"method": "griffin-lim", "prior": None, "schedule": "fixed", "steps": 32, "train_hours": 0.0, **gl}]
-    print(json.dumps(rows[0]), flush=True)
+    rows: list[dict] = []
     curve: list[dict] = []
-    for prior in ("standard", "priorgrad"):
-        run = getattr(args, prior)
-        if run:
-            r, c = bench_run(run, prior, refs, plan, curve=not args.no_curve)
-            rows += r
-            curve += c
+    utterances: dict[str, list[str]] = {}
+    for speaker in args.speakers:
+        corpus = load_asterisk(voices=[test_voice(speaker)])
+        names, refs = corpus.split_names("test")[: args.n], corpus.split("test")[: args.n]
+        utterances[speaker] = names
+        gl = evaluate(lambda mel: griffin_lim(mel, MEL), refs)
+        rows.append({"method": "griffin-lim", "prior": None, "schedule": "fixed", "steps": 32, "train_hours": 0.0,
+                     "speaker": speaker, **gl})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+        for prior in ("standard", "priorgrad"):
+            run = getattr(args, prior)
+            if run:
+                r, c = bench_run(run, prior, refs, plan, curve=not args.no_curve and speaker == "en", speaker=speaker)
+                rows += r
+                curve += c
+        for run in args.runs:
+            rows += bench_run(run, None, refs, plan, curve=False, speaker=speaker)[0]
+    names = utterances.get("en", [])
     for r in rows:
         r["threads"] = args.threads  # the RTF depends on it; rows merged with --update may differ
     res = {
@@ -231,6 +329,7 @@ def main() -> None:
         "date": dt.date.today().isoformat(),
         "threads": args.threads,
         "test_utterances": names,
+        "heldout_utterances": {k: v for k, v in utterances.items() if k != "en"},
         "rows": rows,
         "curve": curve,
         "runs": {"standard": args.standard, "priorgrad": args.priorgrad},
@@ -238,13 +337,16 @@ def main() -> None:
     old_path = result_path("wavegrad")
     if args.update and old_path.exists():
         old = json.loads(old_path.read_text())
-        if old.get("test_utterances") != names:
+        if names and old.get("test_utterances") != names:
             raise SystemExit(f"--update: {old_path} was measured on other test utterances; run without --update")
-        key = lambda r: (r["method"], r["prior"], r["schedule"], r["steps"])  # noqa: E731
+        res["test_utterances"] = old.get("test_utterances", names)
+        res["heldout_utterances"] = {**old.get("heldout_utterances", {}), **res["heldout_utterances"]}
+        key = row_key
         new_keys = {key(r) for r in rows}
         kept = [{"threads": old.get("threads"), **r} for r in old["rows"] if key(r) not in new_keys]
         res["rows"] = kept + rows
-        res["rows"].sort(key=lambda r: (r["method"] != "griffin-lim", str(r["prior"]), r["steps"], r["schedule"]))
+        res["rows"].sort(key=lambda r: (r.get("speaker", "en"), r["method"] != "griffin-lim", str(r["prior"]),
+                                        r.get("train_voices", "en"), r["steps"], r["schedule"]))  # fmt: skip
         # the curve grows: points of earlier runs stay unless this run measured the same point again
         ckey = lambda c: (c["prior"], c.get("kind", "test"), round(c["train_seconds"]))  # noqa: E731
         new_points = {ckey(c) for c in curve}

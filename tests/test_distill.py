@@ -97,6 +97,36 @@ def test_after_one_halving_the_student_reproduces_the_2n_step_teacher():
     assert err_student < 0.5 * err_teacher, (float(err_student), float(err_teacher))
 
 
+def test_start_from_noise_trains_the_first_step_from_pure_noise():
+    """WaveGrad's samplers start from N(0, I) at a first level that keeps signal: with start_from_noise the
+    examples drawn at i = N see exactly the noise (and the others the usual a x + s eps)."""
+    from difflab.diffusion import BetaSchedule
+    from difflab.diffusion._util import alpha_sigma
+
+    sched = BetaSchedule([1e-3, 0.05, 0.3, 0.6])  # t = 1 keeps alpha ~ 0.52 of the signal
+    x = torch.full((64, 2), 3.0)
+    seen = {}
+
+    def student(z, lam, cond=None):
+        seen["z"], seen["lam"] = z, lam
+        return torch.zeros_like(z)
+
+    for start in (False, True):
+        g = torch.Generator().manual_seed(0)
+        distillation_loss(student, lambda z, lam, c: z * 0, x, sched, 2, "eps", "truncated-snr", generator=g,
+                          start_from_noise=start)  # fmt: skip
+        g = torch.Generator().manual_seed(0)  # the loss's own draws, in its order
+        i = torch.randint(1, 3, (64,), generator=g)
+        eps = torch.randn(x.shape, generator=g)
+        first = i == 2
+        assert 0 < int(first.sum()) < 64
+        a, s = alpha_sigma(seen["lam"])
+        noisy = a[:, None] * x + s[:, None] * eps
+        torch.testing.assert_close(seen["z"][~first], noisy[~first])
+        torch.testing.assert_close(seen["z"][first], eps[first] if start else noisy[first])
+        assert float(a[first][0]) > 0.5  # the level itself keeps signal: only the flag makes the start pure noise
+
+
 def test_weighting_without_weight_at_snr_zero_is_refused():
     x = torch.zeros(4, 2)
     with pytest.raises(ValueError, match="truncated-snr, snr\\+1"):

@@ -18,6 +18,7 @@ from difflab.methods.wavegrad.data import (
     asterisk_splits,
     export_training_cache,
     load_asterisk,
+    load_corpus,
     load_folder,
     load_ljspeech,
     load_training_cache,
@@ -59,6 +60,32 @@ def test_real_asterisk_package(tmp_path, monkeypatch):
     assert list(tmp_path.glob("speech-asterisk-*.npz"))  # decoded once, then read from the cache
     again = load_asterisk()
     assert again.split_names("test") == test and np.allclose(again.audio[0], corpus.audio[0], atol=1 / 32768)
+
+
+def test_several_voices_each_split_on_their_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFLAB_DATA_CACHE", str(tmp_path))
+    with pytest.warns(DataWarning, match="ru_RU_f_IvrvoiceRU: skipped 1 unreadable"):  # is.g722 holds no audio
+        ru = load_asterisk(voices=["ru"])
+    with pytest.warns(DataWarning, match="ru_RU_f_IvrvoiceRU: skipped 1 unreadable"):
+        both = load_asterisk(voices=["en", "ru"])
+    en = load_asterisk()
+    assert len(both.names) == len(en.names) + len(ru.names) and len(both.split("test")) == 40
+    for split in ("train", "val", "test"):  # the union of each voice's own split, names prefixed by the voice
+        want = [f"en_US_f_Allison/{n}" for n in en.split_names(split)]
+        want += [f"ru_RU_f_IvrvoiceRU/{n}" for n in ru.split_names(split)]
+        assert both.split_names(split) == want
+    assert ru.split_names("test") != en.split_names("test") and len(ru.split("test")) == 20
+    assert both.skipped == [("ru_RU_f_IvrvoiceRU/is.g722", ru.skipped[0][1])]
+    assert np.array_equal(both.split("test")[20], ru.split("test")[0])
+    for kwargs, message in (
+        ({"voices": ["de"]}, "unknown voice 'de'; valid: en, es, fr, it, ru"),
+        ({"voices": ["en", "en"]}, "names a voice twice"),
+        ({"voices": ["en"], "root": tmp_path}, "either root="),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load_asterisk(**kwargs)
+    with pytest.raises(ValueError, match="voices is an option of the asterisk source"):
+        load_corpus("folder", str(tmp_path), voices=["en"])
 
 
 def test_folder_loader_resamples_and_skips_unreadable(tmp_path):

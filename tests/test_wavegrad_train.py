@@ -197,3 +197,66 @@ def test_wavegrad_train_config_errors_name_their_source(tmp_path, capsys) -> Non
     err = capsys.readouterr().err
     assert err.startswith("difflab: error: override 'model.in_channels=abc': config key model.in_channels"), err
     assert not (tmp_path / "never" / "checkpoint").exists()
+
+
+# -- progressive distillation of the vocoder ---------------------------------------------------
+def test_distilled_student_follows_its_teachers_two_steps(trained, tmp_path):
+    """6 -> 3 steps on the tiny tone model: the student's schedule is the teacher's levels 2, 4, 6; it samples
+    by DDIM; and after distillation its 3 steps land nearer the teacher's 6 DDIM steps than the teacher's own 3."""
+    from difflab.diffusion import ddim, make_denoiser
+    from difflab.methods.wavegrad.diffusion import betas_to_lams, naive_betas, noise_levels
+    from difflab.methods.wavegrad.distill import distill_wavegrad, student_betas
+
+    teacher_betas = naive_betas(6)
+    result, _ = distill_wavegrad(
+        trained, tmp_path / "student", ["train.steps=150", "train.lr=2e-3", "train.ema_decay=0.9", "train.threads=1",
+                                        "train.progress=false"],
+        teacher_steps=6, schedule="naive",
+    )  # fmt: skip
+    assert result.status == "done" and result.step == 150
+    student, teacher = Vocoder.load(tmp_path / "student"), Vocoder.load(trained)
+    assert student.distilled["teacher_betas"] == teacher_betas and student.distilled["steps"] == 3
+    betas = student.schedule(3)
+    assert betas == student_betas(teacher_betas)
+    torch.testing.assert_close(noise_levels(betas)[1:], noise_levels(teacher_betas)[2::2])
+    assert student.resolve_schedule(3) == "distilled"
+    for steps, kind in ((6, "auto"), (3, "naive")):
+        with pytest.raises(ValueError, match="distilled 3-step student: it samples only its own schedule"):
+            student.schedule(steps, kind)
+
+    mel = student.mel(torch.from_numpy(_tone_audio()))
+    torch.manual_seed(0)
+    z = torch.randn(1, 1, (mel.shape[-1] + 8) * 64)  # the vocoder's own first draw, with its 4 + 4 edge frames
+    padded = torch.nn.functional.pad(mel, (4, 4), mode="replicate")
+
+    def run(voc, b):
+        return ddim(make_denoiser(voc.net, "eps"), z, betas_to_lams(b), cond=padded)[0, 0, 4 * 64 : -4 * 64]
+
+    with torch.no_grad():
+        out = student(mel[0], steps=3, seed=0)
+        g = torch.Generator().manual_seed(0)
+        z.copy_(torch.randn(z.shape, generator=g))
+        torch.testing.assert_close(out, run(student, betas).clamp(-1, 1))  # DDIM from the seeded noise
+        ref = run(teacher, teacher_betas)
+        err_student = (run(student, betas) - ref).pow(2).mean().sqrt()
+        err_teacher = (run(teacher, betas) - ref).pow(2).mean().sqrt()
+    assert err_student < 0.7 * err_teacher, (float(err_student), float(err_teacher))
+
+
+def _tone_audio() -> np.ndarray:
+    t = np.arange(int(0.5 * 16000)) / 16000
+    return (0.4 * np.sin(2 * np.pi * 260 * t)).astype(np.float32)
+
+
+def test_wavegrad_distill_cli_refuses_what_it_cannot_halve(trained, tones, tmp_path, capsys):
+    pg, _ = train_wavegrad(tiny_config(tones, 2, prior="priorgrad"), tmp_path / "pg")
+    for argv, message in (
+        ([str(trained), "--out", str(tmp_path / "a"), "--teacher-steps", "5", "--schedule", "naive"],
+         "a teacher schedule of 5 steps cannot be halved"),
+        ([str(tmp_path / "pg"), "--out", str(tmp_path / "b"), "--schedule", "naive"],
+         "vocoder distillation supports the standard prior"),
+        ([str(trained), "--out", str(tmp_path / "c"), "--schedule", "searched"], "no searched 6-step schedule"),
+    ):  # fmt: skip
+        assert main(["wavegrad-distill", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, err

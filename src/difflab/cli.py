@@ -137,6 +137,15 @@ COMMANDS: dict[str, Command] = {
         ),
         where="difflab.methods.wavegrad.cli:train",
     ),
+    "wavegrad-distill": Command(
+        help="progressive distillation of a WaveGrad vocoder: a student with half its teacher's steps (6 -> 3)",
+        description=(
+            "The student (a copy of the teacher) learns to do in one DDIM step what the teacher does in two, on the "
+            "teacher's own schedule (its searched one by default), with the teacher's data and the shared trainer. "
+            "The student vocodes with DDIM: difflab vocode RUN IN.wav --steps 3 -o out.wav. See docs/wavegrad.md."
+        ),
+        where="difflab.methods.wavegrad.cli:distill",
+    ),
     "wavegrad-search": Command(
         help="grid-search an N-step WaveGrad schedule on validation audio and save it with the checkpoint",
         where="difflab.methods.wavegrad.cli:search",

@@ -102,11 +102,16 @@ def distillation_loss(
     weighting: str = "truncated-snr",
     cond: Any = None,
     generator: torch.Generator | None = None,
+    start_from_noise: bool = False,
 ) -> Tensor:
     """One Monte Carlo estimate of the distillation loss (a scalar) on a batch of data ``x``.
 
     ``student`` is the raw network ``net(z, lam, cond)`` with ``parameterization``; ``teacher`` a
     denoiser (already guided, if it should be). ``t = i / n_student`` with ``i`` uniform in 1..N.
+    ``start_from_noise``: the sampler starts at ``t = 1`` from pure noise even though that level keeps
+    some signal (WaveGrad's few-step schedules: Algorithm 2 starts from N(0, I) at a level whose alpha
+    is far from 0); examples drawn at ``i = N`` then start from pure noise as well, so the student learns
+    the map it will be asked for. For schedules whose ``t = 1`` has alpha ~ 0 it changes nothing.
     """
     if weighting not in DISTILL_WEIGHTINGS:
         raise ValueError(
@@ -118,6 +123,8 @@ def distillation_loss(
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     a_t, s_t = (bcast(v, x) for v in alpha_sigma(lam_t))
     z = a_t * x + s_t * eps
+    if start_from_noise:
+        z = torch.where(bcast(i == n_student, z), eps, z)
     with torch.no_grad():
         x_tilde = distillation_target(teacher, z, lam_t, lam_mid, lam_s, cond).to(x.dtype)
     eps_tilde = (z - a_t * x_tilde) / s_t

@@ -1,6 +1,8 @@
 """The WaveGrad subcommands of ``difflab`` (entries of ``difflab.cli.COMMANDS``); torch is imported lazily.
 
 - ``difflab wavegrad-train CONFIG [KEY=VALUE ...] [--out RUN] [--resume] [--minutes M] [--search 6]``
+- ``difflab wavegrad-distill TEACHER --out RUN [--teacher-steps 6] [--minutes M] [KEY=VALUE ...]``: progressive
+  distillation of the vocoder (a student with half the teacher's steps)
 - ``difflab wavegrad-search RUN [--steps 6]``: grid-search an N-step schedule on validation audio
   and save it with the checkpoint
 - ``difflab vocode RUN in.wav --steps 6 -o out.wav [--device cpu] [--threads N]``: re-synthesise a file
@@ -86,6 +88,46 @@ def run_train(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def add_distill(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "teacher", metavar="TEACHER", type=run_or_model, help="WaveGrad run or pretrained:NAME (standard prior)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="run config overrides, e.g. train.steps=3000")
+    p.add_argument("--out", required=True, metavar="RUN", help="the student's run folder")
+    p.add_argument(
+        "--teacher-steps",
+        type=_positive_int,
+        default=6,
+        help="the teacher's schedule steps, halved (default: %(default)s)",
+    )
+    p.add_argument(
+        "--schedule", choices=("auto", "searched", "naive", "fixed"), default="auto",
+        help="the teacher's schedule (default: %(default)s = searched if saved)",
+    )  # fmt: skip
+    p.add_argument("--minutes", type=_positive_float, help="stop (with a checkpoint) after M min")
+    p.add_argument("--fit-schedule", action="store_true", help="with --minutes: end the learning-rate decay on time")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint")
+    p.add_argument("--device", choices=DEVICES, help="train.device (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from .distill import distill_wavegrad
+
+    limit = args.minutes * 60 if args.minutes else None
+    if args.fit_schedule and limit is None:
+        raise ValueError("--fit-schedule needs --minutes (it fits train.steps into that time)")
+    overrides = list(args.overrides) + (["train.progress=false"] if args.no_progress else [])
+    result, trainer = distill_wavegrad(
+        args.teacher, args.out, overrides, teacher_steps=args.teacher_steps, schedule=args.schedule,
+        time_limit=limit, fit_schedule=args.fit_schedule, resume=args.resume, device=args.device,
+    )  # fmt: skip
+    if trainer.dist.is_main:
+        n = trainer.method.n_student
+        print(f"student in {args.out}: {n} steps (DDIM); vocode with: difflab vocode {args.out} IN.wav --steps {n}")
+    return result.exit_code
+
+
 def _search(run: Path, steps: int, args: argparse.Namespace, val_audio: list, device: object) -> None:
     from .. import load
     from .vocoder import search_and_save, validation_clips
@@ -117,7 +159,7 @@ def run_search(args: argparse.Namespace) -> int:
     ckpt_dir = checkpoint_path(args.run)
     opts = (load_yaml(ckpt_dir / "config.yaml").get("data") or {}).get("options") or {}
     rate = read_meta(ckpt_dir)["model_config"]["mel"]["sample_rate"]
-    corpus = load_corpus(opts.get("source", "asterisk"), opts.get("root"), rate)
+    corpus = load_corpus(opts.get("source", "asterisk"), opts.get("root"), rate, opts.get("voices"))
     _search(Path(args.run), args.steps, args, corpus.split("val"), _device(args.device))
     return 0
 

@@ -2,11 +2,15 @@
 
 Sources (``load_corpus``):
 
-- ``asterisk``: Debian ``asterisk-core-sounds-en-g722`` (one female speaker, 16 kHz G.722, about
-  25 minutes), decoded with PyAV. Test split: the first 20 files, sorted by name, in the top level
-  of ``en_US_f_Allison`` that last at least 2 s (issue 6); validation: every 30th other file;
-  train: the rest. Decoded audio is cached as int16 ``.npz`` under ``data-cache/`` (or
-  ``$DIFFLAB_DATA_CACHE``), keyed by the package's file names, sizes and modification times.
+- ``asterisk``: Debian ``asterisk-core-sounds-LANG-g722`` (one voice per language, 16 kHz G.722,
+  about 25 minutes each), decoded with PyAV. ``voices`` picks the languages (default ``["en"]``;
+  :data:`VOICES` lists them: en, es, fr, it, ru). Per voice, the test split is the first 20 files,
+  sorted by name, in the top level of the voice's folder that last at least 2 s (issue 6);
+  validation: every 30th other file; train: the rest. The splits of several voices are the union
+  of each voice's splits, and names then start with the voice's folder (``fr_CA_f_June/...``); one
+  voice keeps names relative to its folder. Decoded audio is cached as int16 ``.npz`` under
+  ``data-cache/`` (or ``$DIFFLAB_DATA_CACHE``), keyed by the package's file names, sizes and
+  modification times.
 - ``ljspeech``: an LJSpeech-style folder (``wavs/*.wav`` + ``metadata.csv``; ids from the csv).
 - ``folder``: every audio file under a folder (recursive).
 - ``cache``: a compact training cache (:func:`export_training_cache`: train + validation audio as
@@ -30,9 +34,18 @@ import torch
 from ...data.base import DataWarning
 from .audio import AudioError, MelConfig, mel_basis, read_audio, register_mel_basis
 
-__all__ = ["Corpus", "DataWarning", "SegmentDataset", "load_corpus"]
+__all__ = ["VOICES", "Corpus", "DataWarning", "SegmentDataset", "join_corpora", "load_asterisk", "load_corpus"]
 
-ASTERISK_ROOT = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
+# language -> the voice folder its Debian package installs (one speaker each)
+VOICES = {
+    "en": "en_US_f_Allison",
+    "es": "es_MX_f_Allison",
+    "fr": "fr_CA_f_June",
+    "it": "it_IT_m_Carlo",
+    "ru": "ru_RU_f_IvrvoiceRU",
+}
+ASTERISK_ROOT = ASTERISK_SOUNDS / VOICES["en"]
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".g722", ".m4a")
 N_TEST, MIN_TEST_SECONDS, VAL_EVERY = 20, 2.0, 30
 
@@ -123,17 +136,69 @@ def _finish(names, audio, skipped, sample_rate, what, splits) -> Corpus:
     return Corpus(names, audio, sample_rate, splits=splits(names, audio), skipped=skipped)
 
 
-def load_asterisk(root: str | Path | None = None, sample_rate: int = 16000, use_cache: bool = True) -> Corpus:
-    """The Allison prompts of ``asterisk-core-sounds-en-g722`` with the issue's train/val/test split."""
-    root = Path(root) if root else ASTERISK_ROOT
-    files = sorted(root.rglob("*.g722")) if root.is_dir() else []
-    if not files:
-        raise FileNotFoundError(
-            f"no .g722 files under {root}: install the Debian package asterisk-core-sounds-en-g722 "
-            "(apt-get install asterisk-core-sounds-en-g722) or pass root="
+def _voice_folder(lang: str) -> Path:
+    if lang not in VOICES:
+        raise ValueError(f"unknown voice {lang!r}; valid: {', '.join(VOICES)}")
+    return ASTERISK_SOUNDS / VOICES[lang]
+
+
+def load_asterisk(
+    root: str | Path | None = None,
+    sample_rate: int = 16000,
+    use_cache: bool = True,
+    voices: list[str] | tuple[str, ...] | None = None,
+) -> Corpus:
+    """Asterisk prompts with the issue's train/val/test split per voice (see the module doc).
+
+    ``root`` is one voice's folder (default: the English one); ``voices`` names languages of
+    :data:`VOICES` instead, each split on its own and joined.
+    """
+    if voices is not None and root is not None:
+        raise ValueError("give the asterisk source either root= (one folder) or voices=, not both")
+    if isinstance(voices, str):
+        voices = [voices]
+    voices = list(voices or ["en"])
+    if len(set(voices)) != len(voices):
+        raise ValueError(f"voices: {voices} names a voice twice")
+    roots = [Path(root)] if root is not None else [_voice_folder(v) for v in voices]
+    parts = []
+    for lang, folder in zip(voices if root is None else ["?"], roots, strict=True):
+        files = sorted(folder.rglob("*.g722")) if folder.is_dir() else []
+        if not files:
+            package = f"asterisk-core-sounds-{lang if lang in VOICES else 'en'}-g722"
+            raise FileNotFoundError(
+                f"no .g722 files under {folder}: install the Debian package {package} "
+                f"(apt-get install {package}) or pass root="
+            )
+        tag = "asterisk" if lang in ("en", "?") else f"asterisk-{lang}"
+        names, audio, skipped = _cached_decode(files, folder, sample_rate, tag, use_cache)
+        parts.append(
+            (
+                folder,
+                _finish(
+                    names, audio, skipped, sample_rate, str(folder), lambda n, a: asterisk_splits(n, a, sample_rate)
+                ),
+            )
         )
-    names, audio, skipped = _cached_decode(files, root, sample_rate, "asterisk", use_cache)
-    return _finish(names, audio, skipped, sample_rate, str(root), lambda n, a: asterisk_splits(n, a, sample_rate))
+    if len(parts) == 1:
+        return parts[0][1]
+    return join_corpora([(folder.name, corpus) for folder, corpus in parts])
+
+
+def join_corpora(parts: list[tuple[str, Corpus]]) -> Corpus:
+    """One corpus of several: names prefixed ``PREFIX/``, each split the union of the parts' splits."""
+    rates = {c.sample_rate for _, c in parts}
+    if len(rates) != 1:
+        raise AudioError(f"cannot join corpora of different sample rates: {sorted(rates)}")
+    names, audio, skipped, splits = [], [], [], {}
+    for prefix, c in parts:
+        start = len(audio)
+        names += [f"{prefix}/{n}" for n in c.names]
+        audio += c.audio
+        skipped += [(f"{prefix}/{n}", why) for n, why in c.skipped]
+        for split, idx in c.splits.items():
+            splits.setdefault(split, []).extend(start + i for i in idx)
+    return Corpus(names, audio, rates.pop(), splits=splits, skipped=skipped)
 
 
 def load_folder(root: str | Path, sample_rate: int = 16000, use_cache: bool = False) -> Corpus:
@@ -213,10 +278,14 @@ def load_training_cache(path: str | Path) -> Corpus:
     return Corpus(names, audio, int(info["sample_rate"]), splits=splits)
 
 
-def load_corpus(source: str = "asterisk", root: str | None = None, sample_rate: int = 16000) -> Corpus:
-    """One of the sources in the module doc, by name."""
+def load_corpus(
+    source: str = "asterisk", root: str | None = None, sample_rate: int = 16000, voices: list[str] | None = None
+) -> Corpus:
+    """One of the sources in the module doc, by name (``voices``: the asterisk source's languages)."""
+    if voices is not None and source != "asterisk":
+        raise ValueError(f"data.options.voices is an option of the asterisk source, not of {source!r}")
     if source == "asterisk":
-        return load_asterisk(root, sample_rate)
+        return load_asterisk(root, sample_rate, voices=voices)
     if source == "cache":
         if not root:
             raise ValueError("source 'cache' needs root= (the .npz written by export_training_cache)")

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ...diffusion import ddpm, make_denoiser
+from ...diffusion import ddim, ddpm, make_denoiser
 
 TRAIN_BETAS = (1e-6, 0.01, 1000)  # linspace(start, end, n)
 COMMUNITY_6 = (1e-6, 1.89e-5, 1.19e-4, 1.00e-3, 1.11e-2, 0.06)
@@ -129,9 +129,11 @@ def sample(
     *,
     std: Tensor | None = None,
     generator: torch.Generator | None = None,
+    deterministic: bool = False,
 ) -> Tensor:
     """Waveforms (B, 1, T * hop) for log-mel (B, n_mels, T): DDPM ancestral (WaveGrad Alg. 2) from
-    ``N(0, Sigma)`` with every draw ``N(0, Sigma)`` (``Sigma = std^2``, identity without PriorGrad)."""
+    ``N(0, Sigma)`` with every draw ``N(0, Sigma)`` (``Sigma = std^2``, identity without PriorGrad).
+    ``deterministic``: DDIM on the same levels instead (the sampler of a distilled student)."""
     hop = net.hop
     shape = (mel.shape[0], 1, mel.shape[-1] * hop)
 
@@ -141,6 +143,8 @@ def sample(
 
     z = noise(torch.empty(shape, device=mel.device))
     denoiser = make_denoiser(net, "eps")
+    if deterministic:
+        return ddim(denoiser, z, betas_to_lams(betas), cond=mel, check_finite=False)
     return ddpm(denoiser, z, betas_to_lams(betas), cond=mel, noise_sampler=noise, check_finite=False)
 
 

@@ -40,7 +40,7 @@ from .data import Corpus, SegmentDataset, load_corpus
 from .diffusion import TRAIN_BETAS, frame_energy, noise_levels, prior_std, train_betas, wavegrad_loss
 from .net import WaveGrad, WaveGradConfig
 
-DATA_OPTIONS = ("source", "root", "segment_frames")
+DATA_OPTIONS = ("source", "root", "segment_frames", "voices")
 
 
 def mel_of_model(model: dict[str, Any]) -> MelConfig:
@@ -112,7 +112,9 @@ class WaveGradMethod(Method):
         if bad:
             raise ValueError(f"unknown data.options {', '.join(bad)} for WaveGrad; valid: {', '.join(DATA_OPTIONS)}")
         mel = mel_of_model(self.cfg.model)
-        self.corpus: Corpus = load_corpus(opts.get("source", "asterisk"), opts.get("root"), mel.sample_rate)
+        self.corpus: Corpus = load_corpus(
+            opts.get("source", "asterisk"), opts.get("root"), mel.sample_rate, opts.get("voices")
+        )
         frames = int(opts.get("segment_frames", 24))
         return SegmentDataset(self.corpus.split(split), frames * mel.hop, mel.hop, context=mel.n_fft // 2)
 

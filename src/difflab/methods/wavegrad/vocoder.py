@@ -17,7 +17,8 @@ are cut off again (``pad=0`` turns this off).
 Schedules: ``"searched"`` (the grid-search result saved with the checkpoint by
 :func:`search_and_save`), ``"naive"`` (mantissa 1, one decade per step), ``"fixed"`` (25, 50,
 1000 steps and the community 6-step schedule) or ``"auto"`` (searched if saved, else fixed, else
-naive). Griffin-Lim on the same mel (:func:`griffin_lim`) is the classical baseline.
+naive). A distilled student (:mod:`.distill`) has one schedule, its own, sampled by DDIM.
+Griffin-Lim on the same mel (:func:`griffin_lim`) is the classical baseline.
 """
 
 from __future__ import annotations
@@ -82,9 +83,22 @@ class Vocoder:
         check_speech(audio, path, self.mel_config)
         return audio
 
+    @property
+    def distilled(self) -> dict[str, Any] | None:
+        """What a distilled student records (:mod:`.distill`): its steps, betas and teacher; None otherwise."""
+        return self.meta.get("distill")
+
     def resolve_schedule(self, steps: int, kind: str = "auto") -> str:
         """The schedule ``kind`` stands for: ``auto`` is searched if one is saved for ``steps``, else fixed
-        (6, 25, 50 and 1000 steps), else naive."""
+        (6, 25, 50 and 1000 steps), else naive; a distilled student has only its own (``distilled``)."""
+        if self.distilled:
+            n = self.distilled["steps"]
+            if kind not in ("auto", "distilled") or steps != n:
+                raise ValueError(
+                    f"this vocoder is a distilled {n}-step student: it samples only its own schedule "
+                    f"(--steps {n}, schedule auto); asked for {steps} steps, schedule {kind}"
+                )
+            return "distilled"
         if kind != "auto":
             return kind
         if (self.meta.get("schedules") or {}).get(str(steps)):
@@ -95,6 +109,8 @@ class Vocoder:
         """The betas of a ``steps``-step schedule of ``kind`` (searched | naive | fixed | auto)."""
         saved = (self.meta.get("schedules") or {}).get(str(steps))
         kind = self.resolve_schedule(steps, kind)
+        if kind == "distilled":
+            return list(self.distilled["betas"])
         if kind == "searched":
             if not saved:
                 have = ", ".join(sorted((self.meta.get("schedules") or {}), key=int)) or "none"
@@ -139,7 +155,10 @@ class Vocoder:
         std = prior_std(m, hop, c.prior_energy_ref, c.prior_std_min) if c.prior == "priorgrad" else None
         gen = torch.Generator(device=self.device).manual_seed(seed)
         betas = betas if betas is not None else self.schedule(steps, schedule)
-        wav = sample(self.net, m, betas, std=std, generator=gen)[:, 0, pad * hop : (pad + frames) * hop]
+        det = bool(self.distilled)  # a student learnt its teacher's deterministic (DDIM) steps
+        wav = sample(self.net, m, betas, std=std, generator=gen, deterministic=det)[
+            :, 0, pad * hop : (pad + frames) * hop
+        ]
         wav = wav.clamp(-1.0, 1.0)
         return wav[0] if single else wav
 
