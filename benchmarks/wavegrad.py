@@ -251,6 +251,8 @@ def render_wavegrad(data: dict) -> str:
             f"({'lower' if pg6['mel_l1'] < std6['mel_l1'] else 'NOT lower'})"
         )
     checks += speaker_checks(data["rows"])
+    if checks:
+        lines += ["", "Targets:", "", *checks]
     test_curve = [p for p in data.get("curve", []) if "pesq" in p]
     if test_curve:
         head = "| prior | train s | step | PESQ | STOI | log-mel L1 |\n|---|---:|---:|---:|---:|---:|"
