@@ -104,8 +104,11 @@ def train_voices(run: str) -> str:
     from difflab.train.checkpoint import checkpoint_path
 
     opts = (load_yaml(checkpoint_path(run) / "config.yaml").get("data") or {}).get("options") or {}
-    if opts.get("source", "asterisk") == "cache":
-        return "en"  # the GPU runs' training cache holds the English train split (scripts/gpu/make_speech_cache.py)
+    if opts.get("source", "asterisk") == "cache":  # a GPU run's training cache (scripts/gpu/make_speech_cache.py)
+        from difflab.methods.wavegrad.data import training_cache_voices
+
+        root = Path(opts.get("root", ""))
+        return ",".join(training_cache_voices(root)) if root.is_file() else "en"  # the committed runs' cache: English
     voices = opts.get("voices") or ["en"]
     return ",".join([voices] if isinstance(voices, str) else voices)
 

@@ -24,6 +24,7 @@ from difflab.methods.wavegrad.data import (
     load_training_cache,
     mulaw_decode,
     mulaw_encode,
+    training_cache_voices,
 )
 
 
@@ -130,6 +131,9 @@ def test_training_cache_round_trip(tmp_path):
     a, b = corpus.split("train")[0], back.split("train")[0]
     assert np.abs(a - b).max() < 0.01
     assert np.allclose(mel_basis(MEL_PRESETS["16k"]), np.load(path)["mel_basis"])
+    assert training_cache_voices(path) == ["en"]  # the default: what every cache held before voices existed
+    voiced = export_training_cache(tmp_path / "v.npz", corpus, MEL_PRESETS["16k"], voices=["es", "fr"])
+    assert training_cache_voices(voiced) == ["es", "fr"]
     x = np.linspace(-1, 1, 1001).astype(np.float32)
     assert (np.abs(mulaw_decode(mulaw_encode(x)) - x) <= 0.025 * np.abs(x) + 2e-4).all()  # relative error
 

@@ -243,21 +243,29 @@ def mulaw_decode(q: np.ndarray) -> np.ndarray:
     return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(MU)) / MU).astype(np.float32)
 
 
-def export_training_cache(path: str | Path, corpus: Corpus, mel: MelConfig) -> Path:
-    """Write train + validation audio (8-bit mu-law, zlib) and the mel filter bank to one ``.npz``."""
+def export_training_cache(path: str | Path, corpus: Corpus, mel: MelConfig, voices: list[str] | None = None) -> Path:
+    """Write train + validation audio (8-bit mu-law, zlib) and the mel filter bank to one ``.npz``;
+    ``voices`` (the asterisk languages it holds) is recorded with it (:func:`training_cache_voices`)."""
     arrays: dict[str, np.ndarray] = {}
     for split in ("train", "val"):
         audio = corpus.split(split)
         arrays[f"{split}_mulaw"] = np.concatenate([mulaw_encode(a) for a in audio])
         arrays[f"{split}_offsets"] = np.cumsum([0] + [len(a) for a in audio]).astype(np.int64)
     arrays["mel_basis"] = mel_basis(mel)
-    arrays["info"] = np.array(json.dumps({"sample_rate": corpus.sample_rate, "mel": mel.to_dict()}))
+    info = {"sample_rate": corpus.sample_rate, "mel": mel.to_dict(), "voices": list(voices or ["en"])}
+    arrays["info"] = np.array(json.dumps(info))
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(p)
     return p
+
+
+def training_cache_voices(path: str | Path) -> list[str]:
+    """The voices a training cache holds (caches written before voices were recorded hold English only)."""
+    with np.load(path) as z:
+        return list(json.loads(str(z["info"])).get("voices", ["en"]))
 
 
 def load_training_cache(path: str | Path) -> Corpus:
