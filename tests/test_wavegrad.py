@@ -241,3 +241,18 @@ def test_shipped_vocoder_output_has_no_clicks_at_its_edges():
     interior = np.abs(wav[64:-64]).mean()
     for edge in (wav[:64], wav[-64:]):
         assert np.abs(edge).mean() < 0.01 * interior and np.abs(edge[[0, -1]]).max() < 0.01
+
+
+def test_validation_clips_spread_over_the_utterances():
+    """Several voices come voice by voice: the clips must not all be the first voice's."""
+    from difflab.methods.wavegrad.audio import MEL_PRESETS
+    from difflab.methods.wavegrad.vocoder import validation_clips
+
+    cfg = MEL_PRESETS["16k"]
+    audio = [np.full(30000 if i % 5 else 8000, i, np.float32) for i in range(40)]  # every 5th too short
+    clips = validation_clips(audio, cfg, 8, 1.5)
+    voices = {int(v) // 10 for v in clips[:, 0]}  # four "voices" of 10 utterances each
+    assert clips.shape == (8, 1.5 * 16000 // 256 * 256) and voices == {0, 1, 2, 3}
+    assert all(int(v) % 5 for v in clips[:, 0])  # none of the too-short ones
+    few = validation_clips(audio[:3], cfg, 8, 1.5)
+    assert [int(v) for v in few[:, 0]] == [1, 2]  # fewer long-enough utterances than clips: all of them

@@ -186,18 +186,19 @@ def griffin_lim(mel: Tensor | np.ndarray, cfg: MelConfig, n_iter: int = 32) -> n
 # -- the schedule search on validation audio -------------------------------------------------
 def validation_clips(audio: list[np.ndarray], cfg: MelConfig, n: int = 8, seconds: float = 1.5) -> Tensor:
     """Up to ``n`` equal-length clips (hop-aligned, from the middle of each utterance) as (n, L);
-    shorter than ``seconds`` when no utterance is that long."""
+    shorter than ``seconds`` when no utterance is that long. With more than ``n`` long enough
+    utterances, they are taken evenly spread over the list (so every voice of a several-voice
+    corpus, whose validation files come voice by voice, is among them)."""
     longest = max((len(a) for a in audio), default=0)
     length = min(int(seconds * cfg.sample_rate), longest) // cfg.hop * cfg.hop
     if length < cfg.n_fft:
         raise AudioError(f"no validation utterance lasts {cfg.n_fft / cfg.sample_rate:.2f} s (one FFT window)")
+    long_enough = [a for a in audio if len(a) >= length]
+    picks = sorted({round(float(i)) for i in np.linspace(0, len(long_enough) - 1, min(n, len(long_enough)))})
     clips = []
-    for a in audio:
-        if len(a) >= length:
-            start = (len(a) - length) // 2
-            clips.append(torch.from_numpy(np.ascontiguousarray(a[start : start + length])))
-        if len(clips) == n:
-            break
+    for a in (long_enough[i] for i in picks):
+        start = (len(a) - length) // 2
+        clips.append(torch.from_numpy(np.ascontiguousarray(a[start : start + length])))
     return torch.stack(clips)
 
 
