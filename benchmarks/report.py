@@ -210,6 +210,22 @@ def render_training(data: dict) -> str:
             f"difflab / diffusers: {_fmt(data.get('throughput_ratio'))}",
             "",
         ]
+        gmac = setup.get("forward_gmac_per_image")
+        if gmac:
+            out += [
+                f"Work per image (convolutions and linear layers, one forward pass): difflab {gmac['difflab']:.3f} "
+                f"GMAC, diffusers {gmac['diffusers']:.3f} GMAC.",
+                "",
+            ]
+    if data.get("throughput"):
+        keys = ["device", "library", "compile", "precision", "batch", "threads", "images_per_s", "first_step_s"]
+        out += [
+            "Every variant measured (`--compile` adds torch.compile'd copies; a GPU run adds its device's rows; the "
+            "first step includes compilation):",
+            "",
+            table(keys, [[r.get(k) for k in keys] for r in data["throughput"]]),
+            "",
+        ]
     if "shared_cpu" in data:
         sc = data["shared_cpu"]
         out += [

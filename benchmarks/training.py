@@ -81,32 +81,77 @@ class DiffusersNet(torch.nn.Module):
         return self.unet(z, lam * 25.0).sample
 
 
-def bench_throughput(batch: int, steps: int, warmup: int) -> dict:
+def forward_gmac(net: torch.nn.Module) -> float:
+    """Multiply-accumulates (1e9) of the convolutions and linear layers in one forward pass of one 1x28x28 image."""
+    total = [0]
+
+    def hook(m: torch.nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+        if isinstance(m, torch.nn.Conv2d):
+            total[0] += out.numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
+        elif isinstance(m, torch.nn.Linear):
+            total[0] += out.numel() * m.in_features
+
+    handles = [
+        m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    with torch.no_grad():
+        net(torch.zeros(1, 1, 28, 28), torch.zeros(1))
+    for h in handles:
+        h.remove()
+    return total[0] / 1e9
+
+
+def bench_throughput(
+    batch: int, steps: int, warmup: int, compile: bool = False, device: str = "cpu", bf16: bool = False
+) -> dict:
+    """Images/s of a training step for each (library, compiled) variant, all alternating step by step."""
     torch.manual_seed(0)
+    dev = torch.device(device)
     schedule = CosineSchedule()
-    x = torch.rand(batch, 1, 28, 28) * 2 - 1
-    nets = {"difflab": UNet(UNetConfig(**DIFFLAB_CONFIG)), "diffusers": DiffusersNet()}
+    x = (torch.rand(batch, 1, 28, 28) * 2 - 1).to(dev)
+    base = {"difflab": UNet(UNetConfig(**DIFFLAB_CONFIG)), "diffusers": DiffusersNet()}
+    gmac = {k: round(forward_gmac(n), 3) for k, n in base.items()}
+    nets = {(k, False): n.to(dev) for k, n in base.items()}
+    if compile:  # separate copies, so the plain and the compiled model each keep their own optimizer state
+        import copy
+
+        nets.update({(k, True): torch.compile(copy.deepcopy(n)) for k, n in base.items()})
     opts = {k: torch.optim.AdamW(n.parameters(), lr=1e-4) for k, n in nets.items()}
-    times: dict[str, list[float]] = {k: [] for k in nets}
+    times: dict[tuple, list[float]] = {k: [] for k in nets}
+    first: dict[tuple, float] = {}
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     for i in range(warmup + steps):
-        for name, net in nets.items():
+        for key, net in nets.items():
+            sync()
             t0 = time.perf_counter()
-            loss = training_loss(net, x, schedule, "v", "snr+1")
-            opts[name].zero_grad(set_to_none=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = training_loss(net, x, schedule, "v", "snr+1")
+            opts[key].zero_grad(set_to_none=True)
             loss.backward()
-            opts[name].step()
+            opts[key].step()
+            sync()
+            if i == 0:
+                first[key] = time.perf_counter() - t0  # includes compilation for compiled models
             if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    params = {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()}
+                times[key].append(time.perf_counter() - t0)
+    params = {k: sum(p.numel() for p in n.parameters()) for k, n in base.items()}
     rate = {k: batch / statistics.median(v) for k, v in times.items()}
+    rows = [
+        {"device": dev.type if dev.type != "cuda" else torch.cuda.get_device_name(dev), "library": lib,
+         "compile": comp, "precision": "bf16" if bf16 else "fp32", "batch": batch,
+         "threads": torch.get_num_threads(), "images_per_s": round(r, 2), "first_step_s": round(first[(lib, comp)], 2)}
+        for (lib, comp), r in rate.items()
+    ]  # fmt: skip
     return {
-        "throughput_images_per_s": rate,
-        "throughput_ratio": rate["difflab"] / rate["diffusers"],
+        "throughput_images_per_s": {lib: r for (lib, comp), r in rate.items() if not comp},
+        "throughput_ratio": rate[("difflab", False)] / rate[("diffusers", False)],
+        "throughput": rows,
         "throughput_setup": {
             "batch": batch,
             "input": [1, 28, 28],
             "timed_steps": steps,
             "params": params,
+            "forward_gmac_per_image": gmac,
             "difflab_config": DIFFLAB_CONFIG,
             "diffusers_config": {k: list(v) if isinstance(v, tuple) else v for k, v in DIFFUSERS_CONFIG.items()},
         },
@@ -199,6 +244,24 @@ def bench_shared(seconds: float, rounds: int) -> dict:
                            "busy": "python -c 'while True: pass' (one core, normal priority)"}}  # fmt: skip
 
 
+def run_throughput(args: argparse.Namespace, res: dict) -> dict:
+    """The throughput part: rows of this device replace its old ones; a GPU run leaves the CPU's headline keys."""
+    part = bench_throughput(args.batch, args.steps, warmup=3, compile=args.compile, device=args.device, bf16=args.bf16)
+    device = part["throughput"][0]["device"]
+    part["throughput"] = [r for r in res.get("throughput", []) if r["device"] != device] + part["throughput"]
+    for row in part["throughput"]:
+        print(json.dumps(row))
+    if args.device != "cpu":
+        return {"throughput": part["throughput"]}
+    r, params = part["throughput_images_per_s"], part["throughput_setup"]["params"]
+    print(
+        f"training throughput, batch {args.batch}, 1x28x28, {torch.get_num_threads()} threads: "
+        f"difflab {r['difflab']:.1f} img/s ({params['difflab'] / 1e6:.2f}M params), "
+        f"diffusers {r['diffusers']:.1f} img/s ({params['diffusers'] / 1e6:.2f}M), ratio {part['throughput_ratio']:.2f}"
+    )
+    return part
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("part", choices=["throughput", "demo", "fashion", "shared"], help="which measurement to run")
@@ -209,6 +272,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=15, help="timed training steps per model")
+    p.add_argument("--compile", action="store_true", help="throughput: also torch.compile'd copies of both models")
+    p.add_argument("--device", default="cpu", help="throughput: torch device (default: %(default)s)")
+    p.add_argument("--bf16", action="store_true", help="throughput: bf16 autocast (for a GPU)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     if args.threads is not None:
@@ -216,14 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
     path = ROOT / "docs" / "results" / "training.json"
     res = json.loads(path.read_text()) if path.exists() else {}
     if args.part == "throughput":
-        part = bench_throughput(args.batch, args.steps, warmup=3)
-        r = part["throughput_images_per_s"]
-        print(
-            f"training throughput, batch {args.batch}, 1x28x28, {torch.get_num_threads()} threads: "
-            f"difflab {r['difflab']:.1f} img/s ({part['throughput_setup']['params']['difflab'] / 1e6:.2f}M params), "
-            f"diffusers {r['diffusers']:.1f} img/s ({part['throughput_setup']['params']['diffusers'] / 1e6:.2f}M), "
-            f"ratio {part['throughput_ratio']:.2f}"
-        )
+        part = run_throughput(args, res)
     elif args.part == "shared":
         part = bench_shared(args.seconds, args.rounds)
         for row in part["shared_cpu"]["rows"]:
