@@ -172,14 +172,8 @@ def load_asterisk(
             )
         tag = "asterisk" if lang in ("en", "?") else f"asterisk-{lang}"
         names, audio, skipped = _cached_decode(files, folder, sample_rate, tag, use_cache)
-        parts.append(
-            (
-                folder,
-                _finish(
-                    names, audio, skipped, sample_rate, str(folder), lambda n, a: asterisk_splits(n, a, sample_rate)
-                ),
-            )
-        )
+        split = lambda n, a: asterisk_splits(n, a, sample_rate)  # noqa: E731
+        parts.append((folder, _finish(names, audio, skipped, sample_rate, str(folder), split)))
     if len(parts) == 1:
         return parts[0][1]
     return join_corpora([(folder.name, corpus) for folder, corpus in parts])
