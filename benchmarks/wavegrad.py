@@ -94,8 +94,23 @@ def evaluate(synth, refs: list[np.ndarray]) -> dict[str, float]:
     return out
 
 
-def wavegrad_synth(voc: Vocoder, betas: list[float]):
-    return lambda mel: voc(mel, betas=betas, seed=0).numpy()
+def wavegrad_synth(voc: Vocoder, betas: list[float], deterministic: bool | None = None):
+    return lambda mel: voc(mel, betas=betas, seed=0, deterministic=deterministic).numpy()
+
+
+def teacher_rows(voc: Vocoder, refs: list[np.ndarray], base: dict) -> list[dict]:
+    """A distilled student's baselines: its teacher by DDIM on the teacher's own schedule (what the student
+    imitates) and on the student's (the same few steps, undistilled)."""
+    d = voc.distilled
+    teacher = Vocoder.load(d["teacher"])
+    rows = []
+    for betas in (d["teacher_betas"], d["betas"]):
+        r = evaluate(wavegrad_synth(teacher, betas, deterministic=True), refs)
+        row = {**base, "schedule": "teacher-ddim", "steps": len(betas), "distilled": False, "run": d["teacher"], **r}
+        row["train_hours"] = round(float(teacher.meta.get("train_seconds", 0)) / 3600, 4)
+        rows.append({**row, "utterances": len(refs), "load_average": round(os.getloadavg()[0], 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def train_voices(run: str) -> str:
@@ -146,11 +161,15 @@ def bench_run(
         use = refs[:N_1000] if steps == 1000 else refs
         r = evaluate(wavegrad_synth(voc, voc.schedule(steps, kind)), use)
         row = {"method": "wavegrad", "prior": prior, "schedule": kind, "steps": steps, "train_hours": hours, **r}
-        row.update(speaker=speaker, train_voices=voices, distilled=bool(voc.meta.get("distilled")), run=str(run))
+        row.update(speaker=speaker, train_voices=voices, distilled=bool(voc.distilled), run=str(run))
         row["utterances"] = len(use)
         row["load_average"] = round(os.getloadavg()[0], 2)  # the RTF depends on what else runs
         print(json.dumps(row), flush=True)
         rows.append(row)
+        if voc.distilled:
+            rows += teacher_rows(
+                voc, use, {k: row[k] for k in ("method", "prior", "train_hours", "speaker", "train_voices")}
+            )
     points = []
     snaps = sorted((Path(run) / "snapshots").glob("*.safetensors")) if curve else []
     kind = "searched" if "6" in (voc.meta.get("schedules") or {}) else "fixed"

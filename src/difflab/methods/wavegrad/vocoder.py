@@ -132,11 +132,13 @@ class Vocoder:
         betas: list[float] | None = None,
         seed: int = 0,
         pad: int = PAD_FRAMES,
+        deterministic: bool | None = None,
     ) -> Tensor:
         """Waveform(s) for log-mel ``(n_mels, T)`` -> (T * hop,) or ``(B, n_mels, T)`` -> (B, T * hop):
         frame ``t`` gives samples ``[t * hop, (t + 1) * hop)`` (see the module doc). The mel is vocoded
         with ``pad`` copies of its first and last frames on each side, whose samples are cut off: without
-        them the first and last samples are clicks."""
+        them the first and last samples are clicks. ``deterministic`` samples by DDIM instead of DDPM
+        (default: DDIM for a distilled student, which learnt its teacher's DDIM steps, else DDPM)."""
         m = torch.as_tensor(mel, dtype=torch.float32)
         single = m.dim() == 2
         m = m[None] if single else m
@@ -155,7 +157,7 @@ class Vocoder:
         std = prior_std(m, hop, c.prior_energy_ref, c.prior_std_min) if c.prior == "priorgrad" else None
         gen = torch.Generator(device=self.device).manual_seed(seed)
         betas = betas if betas is not None else self.schedule(steps, schedule)
-        det = bool(self.distilled)  # a student learnt its teacher's deterministic (DDIM) steps
+        det = bool(self.distilled) if deterministic is None else deterministic
         wav = sample(self.net, m, betas, std=std, generator=gen, deterministic=det)[
             :, 0, pad * hop : (pad + frames) * hop
         ]
