@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
     stamp = {"command": command_line("benchmarks/training.py"), "machine": machine_info()}
     stamp["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     res.update(part)
-    res["parts"] = {**res.get("parts", {}), args.part: stamp}
+    part_name = args.part if args.device == "cpu" else f"{args.part}-{args.device}"  # a GPU row keeps its own stamp
+    res["parts"] = {**res.get("parts", {}), part_name: stamp}
     res.update(stamp)  # the file's provenance: its latest part
     if not args.no_write:
         print(f"wrote {write_result('training', res).relative_to(ROOT)}")

@@ -18,7 +18,7 @@
 # other), WAVEGRAD_KEEP_STATE (1: keep fp32 model weights + optimizer state, ~35 MB a run, to resume),
 # WAVEGRAD_EXTRA (more KEY=VALUE overrides), WAVEGRAD_PRIORS ("standard priorgrad": the runs to train),
 # WAVEGRAD_INIT_PREFIX (continue each run from PREFIX<prior>, e.g. artifacts/wavegrad-, with that
-# checkpoint's PriorGrad energy reference), WAVEGRAD_FIT (1: --fit-schedule, the learning-rate decay ends
+# checkpoint's PriorGrad energy reference; WAVEGRAD_INIT=PATH continues every run from PATH), WAVEGRAD_FIT (1: --fit-schedule, the learning-rate decay ends
 # when the minutes are up; give train.decay=cosine in WAVEGRAD_EXTRA), PY or PYTHON (python3).
 set -uo pipefail
 : "${OUT:?set OUT to the output folder}"
@@ -49,8 +49,8 @@ mkdir -p "$OUT"
 train() {  # $1 = prior
   local run="$OUT/wavegrad-$1" keep="" init=() fit=()
   case ",$WEIGHTS_RUNS," in *",$1,"*) keep=$KEEP ;; esac
-  if [ -n "${WAVEGRAD_INIT_PREFIX:-}" ]; then
-    local from="${WAVEGRAD_INIT_PREFIX}$1"
+  if [ -n "${WAVEGRAD_INIT:-}${WAVEGRAD_INIT_PREFIX:-}" ]; then
+    local from="${WAVEGRAD_INIT:-${WAVEGRAD_INIT_PREFIX:-}$1}"
     init=("train.init=$from")
     [ "$1" = priorgrad ] && init+=("model.prior_energy_ref=$("$PY" -c "import json, sys
 print(json.load(open(sys.argv[1] + '/checkpoint/format.json'))['model_config']['prior_energy_ref'])" "$from")")
