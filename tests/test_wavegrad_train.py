@@ -223,6 +223,7 @@ def test_distilled_student_follows_its_teachers_two_steps(trained, tmp_path):
     for steps, kind in ((6, "auto"), (3, "naive")):
         with pytest.raises(ValueError, match="distilled 3-step student: it samples only its own schedule"):
             student.schedule(steps, kind)
+    assert main(["wavegrad-search", str(tmp_path / "student"), "--steps", "2", "--clips", "1"]) == 2
 
     mel = student.mel(torch.from_numpy(_tone_audio()))
     torch.manual_seed(0)

@@ -133,6 +133,9 @@ def _search(run: Path, steps: int, args: argparse.Namespace, val_audio: list, de
     from .vocoder import search_and_save, validation_clips
 
     voc = load(run, device=device, method="wavegrad")
+    if voc.distilled:
+        n = voc.distilled["steps"]
+        raise ValueError(f"{run} is a distilled {n}-step student: it samples only its own schedule")
     clips = validation_clips(val_audio, voc.mel_config, args.clips, args.seconds)
     t0 = time.perf_counter()
     entry = search_and_save(voc, clips, steps, method=args.method)
