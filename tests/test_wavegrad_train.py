@@ -200,7 +200,7 @@ def test_wavegrad_train_config_errors_name_their_source(tmp_path, capsys) -> Non
 
 
 # -- progressive distillation of the vocoder ---------------------------------------------------
-def test_distilled_student_follows_its_teachers_two_steps(trained, tmp_path):
+def test_distilled_student_follows_its_teachers_two_steps(trained, tmp_path, capsys):
     """6 -> 3 steps on the tiny tone model: the student's schedule is the teacher's levels 2, 4, 6; it samples
     by DDIM; and after distillation its 3 steps land nearer the teacher's 6 DDIM steps than the teacher's own 3."""
     from difflab.diffusion import ddim, make_denoiser
@@ -224,6 +224,9 @@ def test_distilled_student_follows_its_teachers_two_steps(trained, tmp_path):
         with pytest.raises(ValueError, match="distilled 3-step student: it samples only its own schedule"):
             student.schedule(steps, kind)
     assert main(["wavegrad-search", str(tmp_path / "student"), "--steps", "2", "--clips", "1"]) == 2
+    wav_in = write_tone(tmp_path / "in.wav", 0.4, 16000, 300)
+    assert main(["vocode", str(tmp_path / "student"), str(wav_in), "-o", str(tmp_path / "out.wav")]) == 0
+    assert "3 steps, distilled schedule" in capsys.readouterr().out  # the student's own count by default
 
     mel = student.mel(torch.from_numpy(_tone_audio()))
     torch.manual_seed(0)

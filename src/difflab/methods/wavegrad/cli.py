@@ -178,7 +178,7 @@ def add_vocode(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--out", required=True, metavar="OUT.wav", help="output file: 16-bit PCM WAV, name ending in .wav"
     )
-    p.add_argument("--steps", type=_positive_int, default=6, help="sampling steps (default: %(default)s)")
+    p.add_argument("--steps", type=_positive_int, help="sampling steps (default: 6; a distilled student's own count)")
     p.add_argument(
         "--schedule", choices=SCHEDULES, default="auto",
         help="beta schedule (default: %(default)s = searched if saved for --steps, else fixed, else naive)",
@@ -205,8 +205,9 @@ def run_vocode(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     voc = load(args.run, device=device, method="wavegrad")
-    kind = voc.resolve_schedule(args.steps, args.schedule)
-    betas = voc.schedule(args.steps, kind)  # an unknown or unsaved schedule fails before any decoding
+    steps = args.steps or (voc.distilled["steps"] if voc.distilled else 6)
+    kind = voc.resolve_schedule(steps, args.schedule)
+    betas = voc.schedule(steps, kind)  # an unknown or unsaved schedule fails before any decoding
     audio = voc.read(args.input, resample=args.resample)
     mel = voc.mel(audio)[0]
     voc(mel[:, :4], betas=betas[-1:], seed=args.seed).cpu()  # warm-up (kernel selection, allocations): 1 step
@@ -217,7 +218,7 @@ def run_vocode(args: argparse.Namespace) -> int:
     out = write_wav(args.out, wav, rate)
     where = f"{device}, {torch.get_num_threads()} thread(s)" if device.type == "cpu" else str(device)
     print(
-        f"wrote {out} ({len(wav) / rate:.2f} s, the input's length; {args.steps} steps, {kind} schedule); "
+        f"wrote {out} ({len(wav) / rate:.2f} s, the input's length; {steps} steps, {kind} schedule); "
         f"vocoding took {secs:.2f} s on {where}: real-time factor {secs * rate / len(wav):.2f} "
         "(vocoding time / audio time after a warm-up; loading, decoding and writing not included)"
     )
