@@ -84,6 +84,8 @@ def vocode(
         source = "espeak-ng"
     voc = models.vocoder(entry)
     cfg = voc.mel_config
+    if voc.distilled:  # a distilled student has one schedule, its own; the info line names its step count
+        n_steps = voc.distilled["steps"]
     betas = voc.schedule(n_steps, "auto")
     try:
         wav, rate = read_audio(path)  # its own rate first: the length is checked before any resampling
