@@ -5,7 +5,7 @@
 #     and without torch.compile (benchmarks/training.py throughput --device cuda): $OUT/training.json, whose
 #     "throughput" rows merge into docs/results/training.json (copy the file over; the CPU rows are kept).
 #     Needs diffusers: carry its wheel in .whl/ (pip download diffusers --no-deps -d .whl).
-#   - WaveGrad on four voices: continues $WAVEGRAD_INIT (default artifacts/wavegrad-voices, the CPU run) on
+#   - WaveGrad on four voices: continues $WAVEGRAD_INIT (default artifacts/wavegrad-standard, the GPU-trained English model) on
 #     data-cache/speech-voices.npz for WAVEGRAD_MINUTES, searches its 6-step schedule, then distils that
 #     schedule to 3 steps for DISTILL_MINUTES (difflab wavegrad-distill): $OUT/wavegrad.tgz with both runs
 #     (bf16 EMA weights only). Then, on the CPU here: benchmarks/wavegrad.py --runs ... --speakers en heldout-ru.
@@ -26,7 +26,7 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && ! "$PY" -c "import diffusers"
     && export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 CACHE=${WAVEGRAD_CACHE:-data-cache/speech-voices.npz}
-INIT=${WAVEGRAD_INIT:-artifacts/wavegrad-voices}
+INIT=${WAVEGRAD_INIT:-artifacts/wavegrad-standard}
 if [ "${DRY:-0}" = 1 ]; then
   DEV=cpu; PREC=fp32; WMIN=0.2; DMIN=0.2; BATCH=4; TP=(--batch 4 --steps 1 --no-write); SEARCH="--search 2 --clips 1 --seconds 0.5"
   DEXTRA="data.batch_size=4"
