@@ -217,7 +217,7 @@ def speaker_checks(rows: list[dict]) -> list[str]:
         if speaker == "en":
             ok = r["pesq"] >= 2.0 and r["stoi"] >= 0.92
             out.append(f"- en, {what}: PESQ {r['pesq']:.2f} (>= 2.0), STOI {r['stoi']:.3f} (>= 0.92), RTF "
-                       f"{r['rtf']:.3f} at {r.get('threads', '?')} threads (<= 0.25 at 2): "
+                       f"{r['rtf']:.3f} at {r.get('threads', '?')} thread(s) (<= 0.25 at 2): "
                        f"{'met' if ok and r['rtf'] <= 0.25 and r.get('threads') == 2 else 'missed'}")  # fmt: skip
         elif speaker in gl:
             bar = gl[speaker]["stoi"] - 0.05
