@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -118,12 +119,12 @@ def run_distill(args: argparse.Namespace) -> int:
     if args.fit_schedule and limit is None:
         raise ValueError("--fit-schedule needs --minutes (it fits train.steps into that time)")
     overrides = list(args.overrides) + (["train.progress=false"] if args.no_progress else [])
-    result, trainer = distill_wavegrad(
+    result, method = distill_wavegrad(
         args.teacher, args.out, overrides, teacher_steps=args.teacher_steps, schedule=args.schedule,
         time_limit=limit, fit_schedule=args.fit_schedule, resume=args.resume, device=args.device,
     )  # fmt: skip
-    if trainer.dist.is_main:
-        n = trainer.method.n_student
+    if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per torchrun process
+        n = method.n_student
         print(f"student in {args.out}: {n} steps (DDIM); vocode with: difflab vocode {args.out} IN.wav --steps {n}")
     return result.exit_code
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ...diffusion import BetaSchedule, make_denoiser
 from ...train.config import RunConfig
-from ...train.trainer import Trainer
+from ...train.trainer import Trainer, train
 from ..distill import distillation_loss
 from .audio import log_mel
 from .train import WaveGradMethod
@@ -115,13 +115,13 @@ def distill_wavegrad(
     fit_schedule: bool = False,
     resume: bool = False,
     device: str | None = None,
-) -> tuple[Any, Trainer]:
+) -> tuple[Any, WaveGradDistillation]:
     """Distil the ``teacher_steps``-step schedule of a WaveGrad run into a student of half the steps.
 
     The run config is the teacher's (its data, batch size, mel, model; not its device, precision,
     threads or init), with the distillation's defaults (2,000 updates, lr 1e-4 decaying linearly to 0,
     no warm-up, EMA 0.995) and then ``overrides`` (KEY=VALUE). A teacher trained from a training
-    cache that is not on this machine gets the asterisk data of the same voices' default."""
+    cache that is not on this machine gets the default asterisk data (English). Returns (TrainResult, method)."""
     from ...config import ConfigKeyError, apply_overrides, load_yaml
     from ...train.checkpoint import checkpoint_path
 
@@ -144,8 +144,4 @@ def distill_wavegrad(
     run_dir = Path(run_dir)
     cfg.out_dir, cfg.name = str(run_dir.parent), run_dir.name
     method = WaveGradDistillation(cfg, teacher=teacher, teacher_betas=betas, fit_schedule=fit_schedule)
-    trainer = Trainer(cfg, run_dir, method=method, resume=resume, time_limit=time_limit)
-    try:
-        return trainer.fit(), trainer
-    finally:
-        trainer.close()
+    return train(cfg, run_dir, method=method, resume=resume, time_limit=time_limit), method
