@@ -23,8 +23,10 @@ share of saturated base-stage pixels (|x| >= 0.99). Sweeps: guidance w x thresho
 dynamic) with the MiniLM base stage on seen captions; each encoder at w = ``--encoder-guidance`` with
 dynamic thresholding on the seen, unseen-combination and paraphrase splits; and the super-resolution
 stage with and without augmentation, fed with the same base samples, at every sampling level (a
-fraction of the noise schedule's t), ``--seeds`` seeds. Base stages sample with DDIM ``--steps``,
-super-resolution stages with DDIM ``--sr-steps`` at w = 1.
+fraction of the noise schedule's t), ``--seeds`` seeds; and dynamic thresholding at other quantiles
+(``--quantiles``, at ``--quantile-guidance``). Base stages sample with DDIM ``--steps``,
+super-resolution stages with ``--sr-sampler`` (default ancestral: DDIM leaves a grain in these
+stages' black backgrounds, see docs/text-to-image.md) in ``--sr-steps`` steps at w = 1.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from common import (  # noqa: E402
 ENCODERS = ("minilm", "clip", "scratch")
 SPLITS = ("seen", "unseen", "paraphrase")
 DATA_SPLIT = {"seen": "test", "unseen": "unseen", "paraphrase": "paraphrase"}
+QUANTILE = 0.995  # the runs' sample.threshold_quantile (Imagen's percentile)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -118,13 +121,13 @@ def evaluate(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     sr = {True: difflab.load(runs / "sr-aug"), False: difflab.load(runs / "sr-noaug")}
-    sr_opts = {"steps": args.sr_steps, "guidance": 1.0, "threshold": "none", "sampler": "ddim"}
+    sr_opts = {"steps": args.sr_steps, "guidance": 1.0, "threshold": "none", "sampler": args.sr_sampler}
     rows, sr_rows, seconds = [], [], {}
 
-    def cascade(base, prompts, w, threshold, seed, stage=sr[True], aug=args.aug):
+    def cascade(base, prompts, w, threshold, seed, stage=sr[True], aug=args.aug, quantile=None):
         t0 = time.perf_counter()
         low = base.sample(len(prompts), prompts=prompts, guidance=w, threshold=threshold, steps=args.steps,
-                          sampler="ddim", seed=seed)  # fmt: skip
+                          sampler="ddim", seed=seed, threshold_quantile=quantile)  # fmt: skip
         t1 = time.perf_counter()
         x = stage.sample(len(prompts), prompts=prompts, cond={"lowres": low.clamp(-1, 1)}, aug=aug, seed=1000 + seed,
                          **sr_opts)  # fmt: skip
@@ -142,7 +145,14 @@ def evaluate(args: argparse.Namespace) -> None:
         for threshold in ("none", "static", "dynamic"):
             low, x = cascade(bases["minilm"], seen, w, threshold, 0)
             scores = score_images(x, low, seen_labels, "seen", args.per_caption)
-            report({"encoder": "minilm", "guidance": w, "threshold": threshold, "split": "seen", **scores})
+            quantile = {"quantile": QUANTILE} if threshold == "dynamic" else {}
+            report({"encoder": "minilm", "guidance": w, "threshold": threshold, **quantile, "split": "seen", **scores})
+    for w in args.quantile_guidance:  # dynamic thresholding at other quantiles of |x|
+        for q in args.quantiles:
+            low, x = cascade(bases["minilm"], seen, w, "dynamic", 0, quantile=q)
+            scores = score_images(x, low, seen_labels, "seen", args.per_caption)
+            report({"encoder": "minilm", "guidance": w, "threshold": "dynamic", "quantile": q, "split": "seen",
+                    **scores})  # fmt: skip
     for encoder, base in bases.items():  # encoders on every split
         for split in SPLITS:
             if encoder == "minilm" and split == "seen" and args.encoder_guidance in args.guidance:
@@ -178,7 +188,8 @@ def evaluate(args: argparse.Namespace) -> None:
         "classifier_accuracy": meta["accuracy"],
         "captions_per_score": args.n, "samples_per_caption": args.per_caption,
         "encoder_guidance": args.encoder_guidance, "encoder_threshold": args.encoder_threshold,
-        "sampler": f"ddim, {args.steps} steps (base), {args.sr_steps} steps at w = 1 (super-resolution)",
+        "sampler": f"ddim, {args.steps} steps (base); {args.sr_sampler}, {args.sr_steps} steps at w = 1 "
+        "(super-resolution)",
         "sample_aug": f"{args.aug} of t (sweeps); sr_aug rows: the level shown",
         "train": {
             name: {"updates": run_summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
@@ -213,14 +224,20 @@ def render_imagen(data: dict) -> str:
         "",
     ]
     keys = ["alignment", "item", "colour", "position", "base_alignment", "fd", "diversity", "saturated"]
-    sweep = [r for r in data["rows"] if r["encoder"] == "minilm" and r["split"] == "seen"]
+    default_q = [r for r in data["rows"] if r.get("quantile", QUANTILE) == QUANTILE]
+    sweep = [r for r in default_q if r["encoder"] == "minilm" and r["split"] == "seen"]
     out.append(
         table(["w", "threshold", *keys], [[r["guidance"], r["threshold"], *[r[k] for k in keys]] for r in sweep])
     )
+    others = [r for r in data["rows"] if r.get("quantile", QUANTILE) != QUANTILE]
+    if others:
+        out += ["", f"Dynamic thresholding at other quantiles of |x| (the sweep above: {QUANTILE}):", ""]
+        out.append(table(["w", "quantile", *keys], [[r["guidance"], r["quantile"], *[r[k] for k in keys]]
+                                                     for r in others]))  # fmt: skip
     out += ["", f"Text encoders ({data.get('encoder_threshold', 'dynamic')} thresholding):", ""]
     w = data["encoder_guidance"]
     enc = sorted(
-        (r for r in data["rows"] if r["threshold"] == data.get("encoder_threshold", "dynamic") and r["guidance"] == w),
+        (r for r in default_q if r["threshold"] == data.get("encoder_threshold", "dynamic") and r["guidance"] == w),
         key=lambda r: (ENCODERS.index(r["encoder"]), SPLITS.index(r["split"])),
     )
     out.append(table(["encoder", "split", "w", *keys], [[r["encoder"], r["split"], r["guidance"], *[r[k] for k in keys]]
@@ -256,9 +273,14 @@ def main() -> None:
     )  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5])
-    p.add_argument("--aug", type=float, default=0.2, help="sampling augmentation level of the sweeps")
+    p.add_argument("--aug", type=float, default=0.1, help="sampling augmentation level of the sweeps")
+    p.add_argument("--quantiles", type=float, nargs="*", default=[0.9, 0.99, 0.999],
+                   help="dynamic thresholding at these quantiles of |x| too (default: %(default)s)")  # fmt: skip
+    p.add_argument("--quantile-guidance", type=float, nargs="*", default=[5.0, 8.0],
+                   help="guidance weights of the quantile rows (default: %(default)s)")  # fmt: skip
     p.add_argument("--steps", type=int, default=25, help="DDIM steps of the base stages")
-    p.add_argument("--sr-steps", type=int, default=10, help="DDIM steps of the super-resolution stage")
+    p.add_argument("--sr-sampler", default="ddpm", help="sampler of the super-resolution stage (default: %(default)s)")
+    p.add_argument("--sr-steps", type=int, default=25, help="steps of the super-resolution stage")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     train(args) if args.what == "train" else evaluate(args)

@@ -185,6 +185,33 @@ def test_thresholding_per_stage_bounds_the_prediction_of_x(cascade_runs):
         cascade.sample(5, threshold="soft", **opts)
 
 
+def test_each_stage_can_take_its_own_sampler(cascade_runs, tmp_path):
+    cascade = Cascade.load([cascade_runs["base"], cascade_runs["sr"]])
+    opts = {"labels": torch.arange(4), "steps": 3, "aug": 0.1}
+    ddim, ddpm = cascade.sample(4, sampler="ddim", **opts), cascade.sample(4, sampler="ddpm", **opts)
+    mixed = cascade.sample(4, sampler=["ddim", "ddpm"], **opts)
+    assert torch.equal(mixed[0], ddim[0]) and not torch.equal(mixed[0], ddpm[0])
+    # the super-resolution stage's input is the DDIM base output, its own draw ancestral: neither run's
+    assert not torch.allclose(mixed[1], ddim[1]) and not torch.allclose(mixed[1], ddpm[1])
+    with pytest.raises(ValueError, match="sampler: 3 values for 2 stages"):
+        cascade.sample(4, sampler=["ddim"] * 3, **opts)
+    png = tmp_path / "c.png"
+    argv = ["sample", str(cascade_runs["base"]), str(cascade_runs["sr"]), "--n", "2", "--steps", "2"]
+    assert main([*argv, "--sampler", "ddim", "ddpm", "--out", str(png)]) == 0 and png.is_file()
+
+
+def test_the_dynamic_threshold_quantile_can_be_chosen_per_call(cascade_runs):
+    stage = Cascade.load([cascade_runs["base"]]).stages[0]
+    with torch.no_grad():
+        stage.net.out.bias.fill_(3.0)  # predictions of x far outside [-1, 1]
+    opts = {"labels": torch.arange(4), "steps": 2, "threshold": "dynamic"}
+    default = stage.sample(4, **opts)
+    assert torch.equal(stage.sample(4, threshold_quantile=0.995, **opts), default)  # the config's quantile
+    assert not torch.allclose(stage.sample(4, threshold_quantile=0.5, **opts), default)
+    with pytest.raises(ValueError, match=r"quantile must lie in \(0, 1\]"):
+        stage.sample(4, threshold_quantile=1.5, **opts)
+
+
 def test_a_cascade_that_does_not_chain_is_refused_naming_the_stages(cascade_runs, capsys):
     base, sr, full = cascade_runs["base"], cascade_runs["sr"], cascade_runs["full"]
     with pytest.raises(ValueError, match=r"cascade stage 1 \(.*sr.*\) is a super-resolution stage"):

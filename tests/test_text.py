@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from difflab.diffusion import cfg, make_denoiser
 from difflab.nets import TextConditioned, UNet, UNetConfig, get_text_encoder, keep_cond, null_cond, save_text_encoder
-from difflab.nets.text import PromptTruncatedWarning, ScratchTextEncoder, minilm_path
+from difflab.nets.text import CACHE_BYTES, PromptTruncatedWarning, ScratchTextEncoder, minilm_path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may download: every model is local
 transformers = pytest.importorskip("transformers")
@@ -73,7 +73,7 @@ def test_frozen_encoder_caches_each_distinct_row(minilm) -> None:
 
     hook = minilm.model.register_forward_hook(count, with_kwargs=True)
     try:
-        minilm._cache.clear()
+        minilm.clear_cache()
         first = minilm.encode(["a cat", "a dog", "a cat"])
         assert calls == [2]  # the duplicate is computed once
         torch.testing.assert_close(first.tokens[0], first.tokens[2], rtol=0, atol=0)
@@ -85,6 +85,27 @@ def test_frozen_encoder_caches_each_distinct_row(minilm) -> None:
         assert torch.equal(mixed.tokens[1], first.tokens[1])
     finally:
         hook.remove()
+
+
+def test_cache_keeps_rows_trimmed_and_within_its_byte_budget(minilm) -> None:
+    captions = ["a cat", "a red bag at the top left of a very long caption"]
+    minilm.clear_cache()
+    direct = [minilm.encode_ids(*minilm.tokenizer([c])) for c in captions]
+    try:
+        first = minilm.encode(captions)
+        for (tokens, pooled), row_tokens, row_pooled in zip(direct, first.tokens, first.pooled, strict=True):
+            torch.testing.assert_close(row_tokens, tokens[0], rtol=1e-5, atol=1e-6)  # zeros past the caption too
+            torch.testing.assert_close(row_pooled, pooled[0], rtol=1e-5, atol=1e-6)
+        stored = [row[0].shape[0] for row in minilm._cache.values()]
+        assert stored == [int(m.sum()) for m in first.mask]  # only the caption's own tokens are kept
+        minilm.clear_cache()
+        minilm.cache_bytes = 1  # smaller than any row: nothing stays
+        again = minilm.encode(captions)
+        assert not minilm._cache and minilm._cache_used == 0
+        assert torch.equal(again.tokens, first.tokens)
+    finally:
+        minilm.cache_bytes = CACHE_BYTES
+        minilm.clear_cache()
 
 
 # -- any Hugging Face encoder: a tiny T5 ------------------------------------------------------------------

@@ -82,7 +82,11 @@ def add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
 
 
 def add_sampling_options(p: argparse.ArgumentParser, n_default: int) -> None:
-    p.add_argument("--sampler", choices=SAMPLERS, help="sampler (default: the run's sample.sampler)")
+    p.add_argument(
+        "--sampler", choices=SAMPLERS, nargs="+", metavar="NAME",
+        help=f"sampler ({', '.join(SAMPLERS)}); one for every stage of a cascade or one per stage "
+        "(default: each stage's sample.sampler)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int_at_least(1), help="sampling steps (default: the run's sample.steps)")
     p.add_argument("--spacing", choices=("t", "lam"), help="grid uniform in t or log-SNR (default: sample.spacing)")
     p.add_argument(
@@ -241,7 +245,8 @@ def _draw(args: argparse.Namespace, cascade: Any, n: int) -> tuple[Tensor, Tenso
     if prompts:
         prompts = [prompts[i % len(prompts)] for i in range(n)]
     x = cascade.sample(
-        n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, guidance=guidance, labels=labels,
+        n, sampler=_one_or_per_stage(args.sampler), steps=args.steps, spacing=args.spacing, guidance=guidance,
+        labels=labels,
         prompts=prompts or None, aug=args.aug, threshold=_one_or_per_stage(args.threshold), seed=args.seed,
         precision="bf16" if args.bf16 else "fp32", batch_size=args.batch_size, progress=args.progress,
     )[-1]  # fmt: skip
@@ -317,7 +322,7 @@ def run_sample(args: argparse.Namespace) -> int:
     x, labels = _draw(args, cascade, args.n)
     seconds = time.perf_counter() - t0
     s = stage.config.sample
-    sampler, steps = args.sampler or s.sampler, args.steps or s.steps
+    sampler, steps = "-".join(args.sampler) if args.sampler else s.sampler, args.steps or s.steps
     from .pretrained import output_home
 
     out = (
@@ -399,7 +404,8 @@ def run_eval(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         x, labels = _draw(args, cascade, args.n)
         info.update(
-            sampler=args.sampler or s.sampler, steps=args.steps or s.steps, spacing=args.spacing or s.spacing,
+            sampler=_one_or_per_stage(args.sampler) or s.sampler, steps=args.steps or s.steps,
+            spacing=args.spacing or s.spacing,
             guidance=s.guidance if args.guidance is None else _one_or_per_stage(args.guidance), seed=args.seed,
             weights=args.weights, sample_seconds=round(time.perf_counter() - t0, 2),
         )  # fmt: skip
@@ -511,7 +517,8 @@ def _generate_unclip(args: argparse.Namespace, prompts: list[str]) -> int:
     every = [p for p in prompts for _ in range(args.n)]
     t0 = time.perf_counter()
     x = pipe.sample(
-        every, prior_guidance=args.prior_guidance, best_of=args.best_of, seed=args.seed, sampler=args.sampler,
+        every, prior_guidance=args.prior_guidance, best_of=args.best_of, seed=args.seed,
+        sampler=_one_or_per_stage(args.sampler),
         steps=args.steps, spacing=args.spacing, guidance=_one_or_per_stage(args.guidance), aug=args.aug,
         threshold=_one_or_per_stage(args.threshold), precision="bf16" if args.bf16 else "fp32",
         batch_size=args.batch_size, progress=args.progress,

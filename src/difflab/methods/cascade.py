@@ -87,6 +87,7 @@ class Cascade:
         prompts: Sequence[str] | None = None,
         aug: float | None = None,
         seed: int = 0,
+        sampler: Sequence[str | None] | str | None = None,
         steps: Sequence[int | None] | int | None = None,
         guidance: Sequence[float | None] | float | None = None,
         threshold: Sequence[str | None] | str | None = None,
@@ -98,13 +99,14 @@ class Cascade:
         stage (default: ``arange(n) % classes``, as :func:`difflab.train.generate` draws them) and
         ``prompts`` (one per sample) to every caption-conditioned stage; ``aug``
         is the sampling level of noise-conditioning augmentation (a fraction of t; None: each stage's
-        ``sample.lowres_aug``); ``steps``, ``guidance`` and ``threshold`` one value for all stages or a
-        list with one per stage (None: the stage's own ``sample`` setting); ``cond`` (per-sample
+        ``sample.lowres_aug``); ``sampler``, ``steps``, ``guidance`` and ``threshold`` one value for all
+        stages or a list with one per stage (None: the stage's own ``sample`` setting; the shipped
+        super-resolution recipe samples ancestrally, ``ddpm``, the base DDIM); ``cond`` (per-sample
         tensors, e.g. an unCLIP decoder's ``vector``) and ``noise`` (its starting noise) go to the base
         stage only; other ``options`` as for :func:`difflab.train.generate`."""
         if prompts is not None and not any("caption" in st.conditions for st in self.stages):
             raise ValueError("prompts were given but no stage of this cascade is caption-conditioned")
-        chosen = {"steps": steps, "guidance": guidance, "threshold": threshold}
+        chosen = {"sampler": sampler, "steps": steps, "guidance": guidance, "threshold": threshold}
         per_stage = {k: self._per_stage(k, v) for k, v in chosen.items()}
         outputs: list[Tensor] = []
         for i, stage in enumerate(self.stages):

@@ -195,7 +195,7 @@ class HFCLIP(nn.Module):
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> HFCLIP:
         super()._apply(fn, *args, **kwargs)
-        self.text_tower._cache.clear()  # cached rows would keep the old device and dtype
+        self.text_tower.clear_cache()  # cached rows would keep the old device and dtype
         return self
 
     def scale(self) -> Tensor:

@@ -171,6 +171,7 @@ def generate(
     cond: dict[str, Tensor] | None = None,
     aug: float | None = None,
     threshold: str | None = None,
+    threshold_quantile: float | None = None,
     known: Tensor | None = None,
     known_mask: Tensor | None = None,
     known_method: str = "reconstruction",
@@ -194,7 +195,8 @@ def generate(
     stage's ``lowres``, which gets noise-conditioning augmentation at level ``aug`` (a fraction of
     t; None: ``sample.lowres_aug``) from the same generator. Guidance applies whenever the net
     takes a droppable condition (class, text, ...) and w != 1; ``threshold`` none|static|dynamic
-    (None: ``sample.threshold``) acts on the guided prediction of x.
+    (None: ``sample.threshold``) acts on the guided prediction of x, dynamic thresholding at the
+    ``threshold_quantile`` of |x| (None: ``sample.threshold_quantile``).
     ``known`` (n, *image_shape) with the bool ``known_mask`` (broadcastable to it) fixes coordinates
     of the samples, e.g. the first frames of a video (Ho et al. 2022): ``known_method``
     "reconstruction" (reconstruction guidance of weight ``known_weight``) or "replacement".
@@ -261,7 +263,8 @@ def generate(
     if threshold == "static":
         denoiser = static_threshold(denoiser)
     elif threshold == "dynamic":
-        denoiser = dynamic_threshold(denoiser, s.threshold_quantile)
+        quantile = s.threshold_quantile if threshold_quantile is None else threshold_quantile
+        denoiser = dynamic_threshold(denoiser, quantile)
     if batch_size is None:
         pixels = math.prod(image_shape[1:])
         batch_size = 500 if device.type != "cpu" else max(8, min(500, 65536 // max(pixels, 1)))

@@ -160,6 +160,13 @@ class UnCLIP:
         input as in the decoder's training; give them at :attr:`source_shape`)."""
         return image_embeddings(self.clip, self._images(images))
 
+    def _ddim_decoder(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with DDIM for the decoder (it decodes DDIM-inverted noise); the super-resolution
+        stages keep what ``options`` (or their own config) chose."""
+        sampler = options.get("sampler")
+        rest = list(sampler[1:]) if isinstance(sampler, (list, tuple)) else [sampler] * (len(self.cascade.stages) - 1)
+        return {**options, "sampler": ["ddim", *rest]}
+
     def invert(self, images: Tensor, embeddings: Tensor | None = None, **options: Any) -> Tensor:
         """The decoder's DDIM-inverted noise for ``images`` (shrunk to its size) given their
         embeddings (default: their own); ``options``: steps, guidance (as decoding will use)."""
@@ -200,7 +207,7 @@ class UnCLIP:
             inv = {k: options[k] for k in ("steps", "guidance") if k in options and not isinstance(options[k], list)}
             za, zb = self.invert(a, ea, **inv), self.invert(b, eb, **inv)
             noise = torch.cat([slerp(za, zb, t) for t in ts])
-            return self.decode(emb, seed=seed, noise=noise, **{**options, "sampler": "ddim"})[-1]
+            return self.decode(emb, seed=seed, noise=noise, **self._ddim_decoder(options))[-1]
         return self.decode(emb, seed=seed, noise=self._fixed_noise(frames, seed), **options)[-1]
 
     def text_diff(
@@ -226,7 +233,7 @@ class UnCLIP:
         frames = torch.cat([F.normalize(slerp(emb, d, float(t)), dim=-1) for t in amounts])
         inv = {k: options[k] for k in ("steps", "guidance") if k in options and not isinstance(options[k], list)}
         z = self.invert(x, emb, **inv).expand(len(frames), *([-1] * (x.ndim - 1)))
-        return self.decode(frames, seed=seed, noise=z.contiguous(), **{**options, "sampler": "ddim"})[-1]
+        return self.decode(frames, seed=seed, noise=z.contiguous(), **self._ddim_decoder(options))[-1]
 
     def _fixed_noise(self, n: int, seed: int) -> Tensor:
         """One draw of decoder noise, repeated ``n`` times."""
