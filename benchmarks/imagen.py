@@ -112,6 +112,75 @@ def score_images(x64, base, labels, split: str, per_caption: int) -> dict:
     }  # fmt: skip
 
 
+def sr_on_real_scenes(stage, n: int, sr_opts: dict, args: argparse.Namespace) -> list[dict]:
+    """The super-resolution stage alone, fed with the first ``n`` real test scenes shrunk to 16x16, with
+    each of ``--sr-compare``'s samplers: how much of the caption survives it (the real 16x16 input
+    first, as the ceiling)."""
+    import torch
+
+    from difflab.data import Rescaled, get_dataset
+    from difflab.eval.alignment import alignment_rates, scene_fd
+
+    real = Rescaled(get_dataset("scenes", "test"), 4, 0)
+    items = [real[i] for i in range(n)]
+    low = torch.stack([x for x, _ in items])
+    labels = torch.stack([c["labels"] for _, c in items])
+    prompts = [c["caption"] for _, c in items]
+
+    def row(name: str, x) -> dict:
+        rates = alignment_rates(x, labels)
+        keys = ("alignment", "item", "colour", "position")
+        return {"sampler": name, **{k: round(rates[k], 4) for k in keys}}
+
+    rows = [row("real 16x16 input", low)]
+    for sampler in args.sr_compare:
+        x = stage.sample(n, prompts=prompts, cond={"lowres": low}, aug=args.aug, seed=1000,
+                         **{**sr_opts, "sampler": sampler})  # fmt: skip
+        rows.append({**row(sampler, x), "steps": args.sr_steps, "fd": round(scene_fd(x, "test"), 4)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def encoder_probe(bases: dict, n_train: int) -> list[dict]:
+    """What each text encoder makes readable: a logistic-regression probe per attribute (item, colour,
+    position) on the pooled vector of single-item captions, fitted on the first ``n_train`` training
+    scenes' captions and scored on seen-template test captions and on paraphrase captions (whose words
+    never occur in training). An upper sketch of what a model reading the encoder linearly can transfer
+    to paraphrases; chance is 1/20 (item), 1/8 (colour), 1/4 (position)."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from difflab.data import get_dataset
+
+    def single_items(split: str, n: int) -> tuple[list[str], np.ndarray]:
+        data = get_dataset("scenes", split)
+        pairs = [(c["caption"], c["labels"][0].numpy()) for _, c in (data[i] for i in range(min(n, len(data))))
+                 if c["labels"][1, 0] < 0]  # fmt: skip
+        return [c for c, _ in pairs], np.stack([lab for _, lab in pairs])
+
+    sets = {"train": single_items("train", n_train), "seen": single_items("test", 1000),
+            "paraphrase": single_items("paraphrase", 1000)}  # fmt: skip
+    rows = []
+    for name, stage in bases.items():
+        encoder = stage.net.encoder
+        with torch.no_grad():
+            feats = {k: torch.cat([encoder.encode(caps[i : i + 256]).pooled.float() for i in range(0, len(caps), 256)])
+                     .numpy() for k, (caps, _) in sets.items()}  # fmt: skip
+        scale = StandardScaler().fit(feats["train"])
+        row: dict = {"encoder": name, "train_captions": len(sets["train"][0])}
+        for a, attribute in enumerate(("item", "colour", "position")):
+            probe = LogisticRegression(max_iter=3000).fit(scale.transform(feats["train"]), sets["train"][1][:, a])
+            for split in ("seen", "paraphrase"):
+                row[f"{attribute}_{split}"] = round(
+                    float(probe.score(scale.transform(feats[split]), sets[split][1][:, a])), 4
+                )
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def evaluate(args: argparse.Namespace) -> None:
     import torch
 
@@ -139,7 +208,9 @@ def evaluate(args: argparse.Namespace) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    sr_real = sr_on_real_scenes(sr[True], args.n * args.per_caption, sr_opts, args)
     bases = {e: difflab.load(runs / f"base-{e}") for e in ENCODERS if (runs / f"base-{e}").is_dir()}
+    probe = encoder_probe(bases, args.probe_n) if args.probe_n else []
     seen, seen_labels = caption_prompts("seen", args.n, args.per_caption)
     for w in args.guidance:  # guidance x thresholding, MiniLM, seen captions
         for threshold in ("none", "static", "dynamic"):
@@ -198,6 +269,8 @@ def evaluate(args: argparse.Namespace) -> None:
         "seconds_per_image": {k: round(statistics.median(v), 4) for k, v in seconds.items()},
         "rows": rows,
         "sr_aug": sr_rows,
+        "sr_real": sr_real,
+        "encoder_probe": probe,
         "saturated_real": round(real_saturated, 4),
     }  # fmt: skip
     print(f"wrote {write_result('imagen', result)}")
@@ -242,6 +315,18 @@ def render_imagen(data: dict) -> str:
     )
     out.append(table(["encoder", "split", "w", *keys], [[r["encoder"], r["split"], r["guidance"], *[r[k] for k in keys]]
                                                          for r in enc]))  # fmt: skip
+    if data.get("sr_real"):
+        out += ["", "The super-resolution stage (with augmentation) fed with real 16x16 test scenes, by sampler "
+                f"(augmentation level {data['sample_aug'].split()[0]}):", ""]  # fmt: skip
+        keys_real = ["alignment", "item", "colour", "position", "fd"]
+        out.append(table(["input / sampler", "steps", *keys_real],
+                         [[r["sampler"], r.get("steps", "-"), *[r.get(k, "-") for k in keys_real]]
+                          for r in data["sr_real"]]))  # fmt: skip
+    if data.get("encoder_probe"):
+        out += ["", "What each encoder's pooled vector lets a linear probe read (logistic regression per attribute "
+                "on single-item captions, fitted on training captions; chance 0.05 / 0.125 / 0.25):", ""]  # fmt: skip
+        cols = [f"{a}_{s}" for a in ("item", "colour", "position") for s in ("seen", "paraphrase")]
+        out.append(table(["encoder", *cols], [[r["encoder"], *[r[c] for c in cols]] for r in data["encoder_probe"]]))
     out += ["", "Super-resolution fed with base-stage samples (scene FD at 64x64):", ""]
     levels = sorted({r["sample_aug"] for r in data["sr_aug"]})
     body = []
@@ -281,6 +366,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25, help="DDIM steps of the base stages")
     p.add_argument("--sr-sampler", default="ddpm", help="sampler of the super-resolution stage (default: %(default)s)")
     p.add_argument("--sr-steps", type=int, default=25, help="steps of the super-resolution stage")
+    p.add_argument("--sr-compare", nargs="*", default=["ddim", "ddpm"],
+                   help="super-resolution samplers to compare on real scenes (default: %(default)s)")  # fmt: skip
+    p.add_argument("--probe-n", type=int, default=12000,
+                   help="training scenes whose single-item captions fit the encoder probes (0: no probes)")  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     train(args) if args.what == "train" else evaluate(args)

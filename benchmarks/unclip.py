@@ -183,7 +183,8 @@ def evaluate(args: argparse.Namespace) -> None:
         prior_scores.setdefault("text_baseline", {})[split] = round(text_baseline_cosine(clip, split, args.prior_n), 4)
     print(json.dumps(prior_scores), flush=True)
 
-    sr_opts = {"steps": [args.steps, args.sr_steps], "threshold": "none", "sampler": "ddim", "aug": args.aug}
+    sr_opts = {"steps": [args.steps, args.sr_steps], "threshold": "none", "sampler": ["ddim", args.sr_sampler],
+               "aug": args.aug}  # fmt: skip
     imagen = difflab.load([args.imagen_base, args.sr])
     prompts, labels = caption_prompts("seen", args.n, args.per_caption)
     rows, seconds = [], {}
@@ -211,8 +212,8 @@ def evaluate(args: argparse.Namespace) -> None:
         "prior_captions": args.prior_n,
         "captions_per_score": args.n,
         "samples_per_caption": args.per_caption,
-        "sampler": f"ddim, {args.steps} steps (16x16), {args.sr_steps} steps at w = 1 and augmentation level "
-        f"{args.aug} (super-resolution {args.sr}); prior: its recipe's sampler, best of 2",
+        "sampler": f"ddim, {args.steps} steps (16x16); {args.sr_sampler}, {args.sr_steps} steps at w = 1 and "
+        f"augmentation level {args.aug} (super-resolution {args.sr}); prior: its recipe's sampler, best of 2",
         "imagen_base": args.imagen_base,
         "train": {
             name: {"updates": run_summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
@@ -294,7 +295,8 @@ def main() -> None:
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 8.0])
     p.add_argument("--aug", type=float, default=0.1, help="super-resolution sampling augmentation level")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps of the 16x16 stages")
-    p.add_argument("--sr-steps", type=int, default=10, help="DDIM steps of the super-resolution stage")
+    p.add_argument("--sr-sampler", default="ddpm", help="sampler of the super-resolution stage (default: %(default)s)")
+    p.add_argument("--sr-steps", type=int, default=25, help="steps of the super-resolution stage")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     {"train": train, "eval": evaluate, "grid": grid}[args.what](args)
