@@ -11,7 +11,9 @@
 #     (bf16 EMA weights only). Then, on the CPU here: benchmarks/wavegrad.py --runs ... --speakers en heldout-ru.
 #
 # Carry (device tool): data-cache/speech-voices.npz (scripts/gpu/make_speech_cache.py --voices en es fr it
-# --max-minutes 16 --out data-cache/speech-voices.npz; about 50 MB) and .whl/.
+# --max-minutes 14 --out data-cache/speech-voices.npz; about 44 MB) and .whl/. The tracked weights put the
+# tree over the device's 64 MiB: first `SLIM_KEEP=artifacts/wavegrad-standard/ bash scripts/gpu/slim.sh out`
+# (about 13 MiB left, so 9 + 4 + 44 + the wheel fit), and `bash scripts/gpu/slim.sh back` after the call.
 #   OUT=/tmp/out bash scripts/gpu/perf.sh                                # on the GPU machine
 #   DRY=1 OUT=/tmp/perf-dry PY=.venv/bin/python bash scripts/gpu/perf.sh  # here, tiny settings, on the CPU
 # Settings: WAVEGRAD_MINUTES (6), DISTILL_MINUTES (2.5), WAVEGRAD_INIT, TP_BATCH (256), PY.

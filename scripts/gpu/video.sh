@@ -7,6 +7,8 @@
 #
 # Carry (device tool): data-cache/fashion-mnist data-cache/digits.npz, made here first with
 #   python -c "from difflab.data.digits import save_digits_copy; save_digits_copy('data-cache/digits.npz')"
+# and, since the tracked weights put the tree over the device's 64 MiB, `bash scripts/gpu/slim.sh out` before
+# the call (`bash scripts/gpu/slim.sh back` after it).
 #   OUT=/tmp/out bash scripts/gpu/video.sh                 # on the GPU machine, from the repo root
 #   DRY=1 OUT=/tmp/video-dry bash scripts/gpu/video.sh     # here, on the CPU, tiny settings, to test it
 # Runs already in VIDEO_RUNS with their full checkpoint resume (benchmarks/video.py train adds --resume); the
