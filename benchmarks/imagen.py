@@ -65,7 +65,7 @@ def train(args: argparse.Namespace) -> None:
     clip = Path(args.clip)
     if not (clip / "text_encoder.safetensors").is_file():
         wait_all(start_training("configs/clip-scenes.yaml", clip))
-    limit = ["--time-limit", str(args.minutes * 60), "train.steps=1000000"]
+    limit = ["--time-limit", str(args.minutes * 60), "train.steps=1000000", *args.train_options]
     options = {
         "base-minilm": ("configs/imagen-base.yaml", []),
         "base-clip": ("configs/imagen-base.yaml", ["text.encoder=clip", f"text.path={clip.resolve()}"]),
@@ -347,6 +347,8 @@ def main() -> None:
     p.add_argument("--runs", default="runs/imagen", help="folder of the runs (default: %(default)s)")
     p.add_argument("--clip", default="runs/clip-scenes", help="CLIP run of the clip encoder (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=80.0, help="wall time of each training run (default: %(default)s)")
+    p.add_argument("--train-options", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="train: config overrides for every run, e.g. train.device=cuda")  # fmt: skip
     p.add_argument("--n", type=int, default=64, help="captions per score")
     p.add_argument("--per-caption", type=int, default=4, help="samples per caption")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 8.0, 12.0])

