@@ -274,6 +274,35 @@ def evaluate(args: argparse.Namespace) -> None:
         "saturated_real": round(real_saturated, 4),
     }  # fmt: skip
     print(f"wrote {write_result('imagen', result)}")
+    print("wrote", *plot(result))
+
+
+PLOTS = {"alignment": "images/imagen-guidance-alignment.png", "fd": "images/imagen-guidance-fd.png"}
+
+
+def plot(data: dict) -> list[Path]:
+    """The guidance sweep (MiniLM, seen captions) as two plots, alignment and FD against w, one line per
+    thresholding, into docs/images (linked from RESULTS.md)."""
+    from difflab.eval import plot_metric_vs_steps
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    sweep = [
+        {**r, "label": r["threshold"]}
+        for r in data["rows"]
+        if r["encoder"] == "minilm" and r["split"] == "seen" and r.get("quantile", QUANTILE) == QUANTILE
+    ]
+    return [
+        plot_metric_vs_steps(
+            sweep,
+            docs / path,
+            metric,
+            x="guidance",
+            xlabel="guidance weight w",
+            floor_key="",
+            title=f"cascade {metric} vs guidance (MiniLM, seen captions)",
+        )  # fmt: skip
+        for metric, path in PLOTS.items()
+    ]
 
 
 def render_imagen(data: dict) -> str:
@@ -302,6 +331,7 @@ def render_imagen(data: dict) -> str:
     out.append(
         table(["w", "threshold", *keys], [[r["guidance"], r["threshold"], *[r[k] for k in keys]] for r in sweep])
     )
+    out += ["", " ".join(f"![{metric} vs guidance]({path})" for metric, path in PLOTS.items())]
     others = [r for r in data["rows"] if r.get("quantile", QUANTILE) != QUANTILE]
     if others:
         out += ["", f"Dynamic thresholding at other quantiles of |x| (the sweep above: {QUANTILE}):", ""]
@@ -343,7 +373,7 @@ def render_imagen(data: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("train", "eval"))
+    p.add_argument("what", choices=("train", "eval", "plot"), help="plot: redraw the guidance plots from the result")
     p.add_argument("--runs", default="runs/imagen", help="folder of the runs (default: %(default)s)")
     p.add_argument("--clip", default="runs/clip-scenes", help="CLIP run of the clip encoder (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=80.0, help="wall time of each training run (default: %(default)s)")
@@ -374,7 +404,12 @@ def main() -> None:
                    help="training scenes whose single-item captions fit the encoder probes (0: no probes)")  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    train(args) if args.what == "train" else evaluate(args)
+    if args.what == "plot":
+        from common import result_path
+
+        print("wrote", *plot(json.loads(result_path("imagen").read_text())))
+    else:
+        train(args) if args.what == "train" else evaluate(args)
 
 
 if __name__ == "__main__":

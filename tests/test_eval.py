@@ -229,6 +229,11 @@ def test_plot_metric_vs_steps(tmp_path: Path) -> None:
         plot_metric_vs_steps([{"steps": 1}], tmp_path / "x.png", metric="precision")
     logy = plot_metric_vs_steps(rows, tmp_path / "plots" / "fd-logy.png", logy=True)
     assert logy.read_bytes() != out.read_bytes()  # the metric axis is drawn differently
+    by_w = [{"label": t, "guidance": w, "fd": w + (t == "dynamic")} for t in ("none", "dynamic") for w in (1, 3, 8)]
+    other = plot_metric_vs_steps(by_w, tmp_path / "w.png", x="guidance", xlabel="guidance weight w")
+    assert other.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="row 0 lacks guidance"):
+        plot_metric_vs_steps(rows, tmp_path / "y.png", x="guidance")
 
 
 def test_import_is_light() -> None:

@@ -18,10 +18,13 @@ def plot_metric_vs_steps(
     title: str | None = None,
     floor_key: str | None = None,
     logy: bool = False,
+    x: str = "steps",
+    xlabel: str = "sampling steps",
 ) -> Path:
     """Plot ``metric`` against ``steps`` (log x-axis), one line per label, and save it as an image.
 
-    ``rows`` are dicts with ``steps``, ``metric`` and optionally a label under one of ``label``,
+    ``x`` names another key for the x-axis (e.g. a guidance weight), ``xlabel`` its label.
+    ``rows`` are dicts with ``steps`` (or ``x``), ``metric`` and optionally a label under one of ``label``,
     ``method``, ``sampler``, ``name`` (rows without one form a single line). A floor (by default
     ``fd_floor`` when ``metric`` is ``fd``) is drawn as a dashed horizontal line at its mean.
     ``logy`` puts the metric on a log axis too. Returns the written path; the format follows its
@@ -31,7 +34,7 @@ def plot_metric_vs_steps(
     if not rows:
         raise ValueError("plot_metric_vs_steps needs at least one row")
     for i, row in enumerate(rows):
-        missing = [key for key in ("steps", metric) if key not in row]
+        missing = [key for key in (x, metric) if key not in row]
         if missing:
             raise ValueError(f"row {i} lacks {', '.join(missing)}; its keys: {', '.join(map(str, row))}")
     try:
@@ -46,7 +49,7 @@ def plot_metric_vs_steps(
     lines: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
         label = next((str(row[key]) for key in LABEL_KEYS if key in row), "")
-        lines.setdefault(label, []).append((float(row["steps"]), float(row[metric])))
+        lines.setdefault(label, []).append((float(row[x]), float(row[metric])))
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     try:
         for label, points in lines.items():
@@ -58,7 +61,7 @@ def plot_metric_vs_steps(
         ax.set_xscale("log")
         if logy:  # metrics that span decades (FD from 40 at 1 step to 0.2 at 256)
             ax.set_yscale("log")
-        ax.set_xlabel("sampling steps")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         if title:
             ax.set_title(title)
