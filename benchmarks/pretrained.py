@@ -100,8 +100,8 @@ MODELS: dict[str, dict[str, Any]] = {
         "description": "Imagen-style cascade: 16x16 base on the frozen CLIP text tower, 16 -> 64 super-resolution "
         "with noise conditioning augmentation",
         "data": "captioned scenes (train split)",
-        "train": "python benchmarks/imagen.py train --minutes 72, then --minutes 18, --minutes 90 and --minutes 115 "
-        "(four sessions, resumed; the last two stopped early; the rounds are listed in runs/imagen/train_command.txt)",
+        "train": "python benchmarks/imagen.py train, resumed in five rounds: --minutes 72, --minutes 18, --minutes 90 "
+        "(stopped after 9), --minutes 95 (stopped after 4), --minutes 115 (stopped after 95)",
         "machine": f"{CPU}, 1 torch thread per stage, stages side by side",
     },
     "unclip": {
