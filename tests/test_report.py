@@ -170,7 +170,10 @@ def _dom_after_load(browser: str, page: Path, profile: Path) -> tuple[str, str]:
     """The DOM that headless Chromium shows once ``page`` has loaded (and its scripts ran), and its <body> tag."""
     argv = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]  # fmt: skip
-    dom = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout
+    for _ in range(3):  # on a busy machine the dump can come before the page's check has run: load again
+        dom = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout
+        if "data-images-loaded" in dom:
+            break
     body = re.search(r"<body[^>]*>", dom)
     assert body, dom[:500]
     return dom, body.group(0)
