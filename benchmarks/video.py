@@ -53,6 +53,8 @@ from common import (  # noqa: E402
 DIFFLAB = [sys.executable, "-m", "difflab"]
 IMAGE_FRAMES = (0, 4, 8)
 CLIP, LONG, CONTEXT, FACTOR = 16, 64, 8, 4
+SAMPLES_IMAGE = "docs/images/video-samples.png"
+PLOT_IMAGE = "docs/images/video-extension-metrics.png"
 
 
 def _train(out: Path, minutes: float, image_frames: int, options: list[str]) -> subprocess.Popen:
@@ -108,6 +110,9 @@ def evaluate(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     opts = {"sampler": "ddim", "steps": args.steps, "guidance": args.guidance}
+    n_long = args.n_long or args.n
+    if min(args.n, n_long) < 2:
+        raise SystemExit("--n and --n-long must be at least 2: a Frechet distance needs two videos")
     truth, classes, counts = _test_videos(args.n)
     floor_videos, _, floor_counts = _test_videos(args.n, start=args.n)
     reference = _test_videos(max(args.n, 256), start=2 * args.n)[0][:, :, :CLIP]
@@ -125,7 +130,7 @@ def evaluate(args: argparse.Namespace) -> None:
     }
     print("floors", json.dumps(floors), flush=True)
 
-    joint, seconds = [], {}
+    joint, seconds, samples = [], {}, {}
     for k in IMAGE_FRAMES:
         run = runs / f"joint-{k}"
         if not run.is_dir():
@@ -134,11 +139,13 @@ def evaluate(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         x = stage.sample(args.n, labels=classes, seed=0, **opts)
         seconds[f"joint-{k}"] = (time.perf_counter() - t0) / args.n
+        samples[k] = x[:2]
         scores = {"frame_fd": round(frame_fd(x, reference), 4), "fvd": round(video_fd(x, reference), 4)}
         joint.append({"image_frames": k, "updates": int(stage.meta["step"]), **scores})
         print(json.dumps(joint[-1]), flush=True)
 
     stage = difflab.load(runs / args.extend_run, device=args.device)
+    truth, classes, counts = truth[:n_long], classes[:n_long], counts[:n_long]
     given = truth[:, :, :CLIP]
     extension, strips = [], {"truth": truth[:1]}
     variants = [("reconstruction", w) for w in args.weights] + [("replacement", None)]
@@ -151,7 +158,7 @@ def evaluate(args: argparse.Namespace) -> None:
             "identity_consistency": round(identity_consistency(x), 4),
             "motion_error": round(motion_error(x, counts), 4),
             "fvd": round(video_fd(windows(x[:, :, CLIP:]), reference), 4),
-            "seconds_per_video": round((time.perf_counter() - t0) / args.n, 2),
+            "seconds_per_video": round((time.perf_counter() - t0) / n_long, 2),
         })  # fmt: skip
         strips[f"{method} {weight or ''}".strip()] = x[:1]
         print(json.dumps(extension[-1]), flush=True)
@@ -177,6 +184,8 @@ def evaluate(args: argparse.Namespace) -> None:
     image = ROOT / "docs" / "images" / "video-extension.png"
     order = ["truth", *[k for k in strips if k != "truth"]]
     save_filmstrip(torch.cat([strips[k] for k in order])[:, :, ::4], image)
+    if samples:  # two class-conditional clips of each joint-training run, every frame
+        save_filmstrip(torch.cat([samples[k] for k in sorted(samples)]).clamp(-1, 1), ROOT / SAMPLES_IMAGE)
     meta = video_classifier_metadata()
     result = {
         "command": command_line("benchmarks/video.py"),
@@ -184,7 +193,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "machine": machine_info(),
         "date": date.today().isoformat(),
         "classifier_accuracy": meta.get("accuracy", {}),
-        "videos": args.n, "sampler": f"ddim, {args.steps} steps, guidance {args.guidance}",
+        "videos": args.n, "long_videos": n_long, "sampler": f"ddim, {args.steps} steps, guidance {args.guidance}",
         "extend_run": args.extend_run,
         "floors": floors,
         "train": {f"joint-{k}": {"updates": json.loads((runs / f"joint-{k}/summary.json").read_text())["step"],
@@ -195,55 +204,149 @@ def evaluate(args: argparse.Namespace) -> None:
         "joint": joint,
         "interpolation": interpolation,
         "filmstrip": {"path": "docs/images/video-extension.png", "rows": order, "every": 4},
+        "samples_filmstrip": {"path": SAMPLES_IMAGE, "rows": [f"joint-{k}" for k in sorted(samples) for _ in (0, 1)]},
     }  # fmt: skip
     print(f"wrote {write_result('video', result)}")
+    print("wrote", plot(result))
+
+
+def plot(data: dict, out: Path | None = None) -> Path:
+    """docs/images/video-extension-metrics.png: identity consistency, motion error and video FD of the
+    extended videos against the reconstruction weight, replacement and the real videos as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recon = sorted((r for r in data["extension"] if r["method"] == "reconstruction"), key=lambda r: r["weight"])
+    other = {r["method"]: r for r in data["extension"] if r["method"] != "reconstruction"}
+    floors = data["floors"]
+    panels = [("identity_consistency", "identity consistency", "identity_consistency"),
+              ("motion_error", "motion error (px)", "motion_error"), ("fvd", "video FD", "fvd_48")]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=110)
+    try:
+        for ax, (key, label, floor) in zip(axes, panels, strict=True):
+            ax.plot([r["weight"] for r in recon], [r[key] for r in recon], marker="o", label="reconstruction guidance")
+            for (name, row), colour in zip(other.items(), ("tab:red", "tab:green"), strict=False):
+                ax.axhline(row[key], color=colour, linestyle="--", label=name)
+            ax.axhline(floors[floor], color="grey", linestyle=":", label="real videos")
+            ax.set_xscale("log")
+            ax.set_xticks([r["weight"] for r in recon], [f"{r['weight']:g}" for r in recon])
+            ax.set_xlabel("reconstruction weight")
+            ax.set_title(label)
+            ax.grid(True, alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"Extension from {CLIP} to {LONG} frames")
+        fig.tight_layout()
+        out = ROOT / PLOT_IMAGE if out is None else Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def targets(data: dict) -> list[str]:
+    """The issue's three targets, each checked against the measured rows."""
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "missed"
+
+    recon = [r for r in data["extension"] if r["method"] == "reconstruction"]
+    rep = next((r for r in data["extension"] if r["method"] == "replacement"), None)
+    lines = []
+    weights = [f"{r['weight']:g}" for r in recon]
+    if recon and rep:
+        wins = [r["weight"] for r in recon if r["identity_consistency"] > rep["identity_consistency"]
+                and r["motion_error"] < rep["motion_error"] and r["fvd"] < rep["fvd"]]  # fmt: skip
+        lines.append(f"- Reconstruction guidance beats replacement on identity consistency, motion error and video FD "
+                     f"of extended videos: {verdict(bool(wins))} "
+                     f"(at weights {', '.join(f'{w:g}' for w in wins) if wins else 'none'} of "
+                     f"{', '.join(weights)}).")  # fmt: skip
+    joint = {r["image_frames"]: r for r in data["joint"]}
+    if 0 in joint and len(joint) > 1:
+        better = [k for k, r in joint.items() if k and r["frame_fd"] < joint[0]["frame_fd"]]
+        lines.append(f"- Joint image-video training improves per-frame FD at equal compute: {verdict(bool(better))} "
+                     f"(lower than 0 image frames with {', '.join(map(str, better)) if better else 'none'} of "
+                     f"{', '.join(str(k) for k in joint if k)} image frames).")  # fmt: skip
+    inter = {r["method"]: r for r in data["interpolation"]}
+    if {"reconstruction", "replacement", "linear"} <= set(inter):
+        ok = inter["reconstruction"]["mse"] < min(inter["replacement"]["mse"], inter["linear"]["mse"])
+        lines.append(f"- Interpolation by reconstruction guidance has lower error than replacement and linear "
+                     f"blending: {verdict(ok)} (MSE {inter['reconstruction']['mse']:.4f} vs "
+                     f"{inter['replacement']['mse']:.4f} and {inter['linear']['mse']:.4f}).")  # fmt: skip
+    return lines
 
 
 def render_video(data: dict) -> str:
-    """The RESULTS.md section: floors, joint training, extension and interpolation tables."""
+    """The RESULTS.md section: floors, joint training, extension and interpolation tables, targets."""
     from report import table
 
     f = data["floors"]
     acc = data["classifier_accuracy"]
     names = {"frame_items": "per-frame items", "video_items": "clip items", "order": "real vs shuffled order"}
     accuracy = ", ".join(f"{label} {acc[k]:.3f}" for k, label in names.items() if k in acc)
+    long_videos = data.get("long_videos", data["videos"])
     out = [
         f"Trained by `{data.get('train_command', 'unknown')}`; scored by `{data['command']}` on {data['videos']} "
         f"test videos ({data['sampler']}). Video classifier on real test clips: {accuracy}.",
         "",
-        table(["stage", "updates", "train s", "s per clip"],
-              [[k, v["updates"], v["seconds"], data["seconds_per_clip"].get(k, "-")]
-               for k, v in data["train"].items()]),
+        table(
+            ["stage", "updates", "train s", "s per clip"],
+            [[k, v["updates"], v["seconds"], data["seconds_per_clip"].get(k, "-")] for k, v in data["train"].items()],
+        ),
         "",
         "Joint image-video training (equal wall time):",
         "",
-        table(["image frames per clip", "frame FD", "video FD"],
-              [[r["image_frames"], r["frame_fd"], r["fvd"]] for r in data["joint"]]
-              + [["real floor", f["frame_fd"], f["fvd"]]]),
+        table(
+            ["image frames per clip", "frame FD", "video FD"],
+            [[r["image_frames"], r["frame_fd"], r["fvd"]] for r in data["joint"]]
+            + [["real floor", f["frame_fd"], f["fvd"]]],
+        ),
         "",
-        f"Extension from 16 to 64 frames ({data['extend_run']}; video FD of the 48 new frames):",
+    ]
+    if "samples_filmstrip" in data:
+        rows = data["samples_filmstrip"]["rows"]
+        out += [
+            f"![video samples](images/video-samples.png) Class-conditional samples, every frame; rows: "
+            f"{', '.join(rows)}.",
+            "",
+        ]
+    out += [
+        f"Extension from 16 to 64 frames ({data['extend_run']}, {long_videos} test videos; video FD of the 48 new "
+        "frames):",
         "",
         table(["method", "weight", "identity consistency", "motion error (px)", "video FD", "s per video"],
               [[r["method"], r["weight"] if r["weight"] is not None else "-", r["identity_consistency"],
                 r["motion_error"], r["fvd"], r["seconds_per_video"]] for r in data["extension"]]
               + [["real videos", "-", f["identity_consistency"], f["motion_error"], f["fvd_48"], "-"]]),
         "",
-        "Interpolation 4x (MSE of the generated in-between frames; video FD of the first 16 frames):",
+        f"Interpolation 4x ({long_videos} test videos; MSE of the generated in-between frames; video FD of the first "
+        "16 frames):",
         "",
         table(["method", "MSE", "video FD"], [[r["method"], r["mse"], r["fvd"]] for r in data["interpolation"]]),
         "",
         f"![extension filmstrip](images/video-extension.png) Rows: {', '.join(data['filmstrip']['rows'])}; "
         "every 4th frame.",
+        "",
+        "![extension metrics](images/video-extension-metrics.png)",
+        "",
+        "Targets:",
+        "",
+        *targets(data),
     ]  # fmt: skip
     return "\n".join(out)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("train", "eval"))
+    p.add_argument("what", choices=("train", "eval", "plot"), help="plot: redraw the plot from the result")
     p.add_argument("--runs", default="runs/video", help="folder of the runs (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=120.0, help="wall time of each run (default: %(default)s)")
     p.add_argument("--n", type=int, default=32, help="videos per score (default: %(default)s)")
+    p.add_argument(
+        "--n-long", type=int, default=None, help="videos extended and interpolated (default: --n): the costly part"
+    )
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per clip (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight (default: 2)")
     p.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 5.0], help="reconstruction weights")
@@ -252,7 +355,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="device the video stages sample on (default: cpu)")
     p.add_argument("--train-options", nargs="*", default=[], metavar="KEY=VALUE", help="train: config overrides")
     args = p.parse_args()
-    train(args) if args.what == "train" else evaluate(args)
+    if args.what == "plot":
+        from common import result_path
+
+        print("wrote", plot(json.loads(result_path("video").read_text())))
+    else:
+        train(args) if args.what == "train" else evaluate(args)
 
 
 if __name__ == "__main__":

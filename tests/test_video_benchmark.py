@@ -1,0 +1,67 @@
+"""benchmarks/video.py: the target checks, the RESULTS section and the extension plot from a result."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("video_bench", BENCH / "video.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _result(recon_fvd: float = 30.0, joint_fd: float = 9.0, recon_mse: float = 0.02) -> dict:
+    ext = [
+        {"method": "reconstruction", "weight": w, "frames": 64, "identity_consistency": 0.9, "motion_error": 1.0,
+         "fvd": recon_fvd + w, "seconds_per_video": 1.0}
+        for w in (1.0, 2.0, 5.0)
+    ] + [{"method": "replacement", "weight": None, "frames": 64, "identity_consistency": 0.8, "motion_error": 2.0,
+          "fvd": 33.0, "seconds_per_video": 0.5}]  # fmt: skip
+    return {
+        "command": "python benchmarks/video.py eval", "train_command": "python benchmarks/video.py train",
+        "classifier_accuracy": {"frame_items": 0.9, "video_items": 0.95, "order": 0.99}, "videos": 8,
+        "long_videos": 4, "sampler": "ddim, 25 steps, guidance 2", "extend_run": "joint-0",
+        "floors": {"frame_fd": 1.0, "fvd": 2.0, "fvd_48": 2.5, "identity_consistency": 0.99, "motion_error": 0.3},
+        "train": {"joint-0": {"updates": 10, "seconds": 60.0}}, "seconds_per_clip": {"joint-0": 0.5},
+        "extension": ext,
+        "joint": [{"image_frames": 0, "frame_fd": 10.0, "fvd": 20.0},
+                  {"image_frames": 4, "frame_fd": joint_fd, "fvd": 19.0}],
+        "interpolation": [{"method": "reconstruction", "mse": recon_mse, "fvd": 5.0},
+                          {"method": "replacement", "mse": 0.03, "fvd": 6.0},
+                          {"method": "linear", "mse": 0.04, "fvd": 7.0}],
+        "filmstrip": {"path": "docs/images/video-extension.png", "rows": ["truth", "replacement"], "every": 4},
+    }  # fmt: skip
+
+
+def test_targets_name_the_weights_where_reconstruction_wins_and_each_missed_target(bench) -> None:
+    met = bench.targets(_result())
+    assert len(met) == 3 and all(": met" in line for line in met)
+    assert "at weights 1, 2 of 1, 2, 5" in met[0]  # weight 5: FD 35 is worse than replacement's 33
+    missed = bench.targets(_result(recon_fvd=40.0, joint_fd=11.0, recon_mse=0.035))
+    assert all(": missed" in line for line in missed)
+    assert "at weights none" in missed[0]
+
+
+def test_the_results_section_has_every_table_and_the_targets(bench, tmp_path) -> None:
+    text = bench.render_video(_result())
+    for heading in ("Joint image-video training", "Extension from 16 to 64 frames (joint-0, 4 test videos",
+                    "Interpolation 4x", "Targets:", "| real videos |"):  # fmt: skip
+        assert heading in text
+    out = bench.plot(_result(), tmp_path / "metrics.png")
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.size[0] > im.size[1] > 100
