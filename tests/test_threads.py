@@ -47,7 +47,11 @@ def test_the_meter_sees_a_busy_process_and_not_its_own_work():
         busy.kill()
         busy.wait()
     assert own is not None and theirs is not None
-    assert theirs - own > 0.6, (own, theirs)  # one busy core appears (less whatever else ran meanwhile)
+    # One busy core appears, as far as the machine has room: on a machine other work already fills, the
+    # child can only take what this (now sleeping) process left, cores() - own (seen: 1.49 -> 2.01 on 2 cores).
+    room = min(1.0, threads.cores() - own)
+    assert theirs - own > 0.6 * room, (own, theirs)
+    assert theirs <= threads.cores() + 0.5, (own, theirs)  # never more busy cores than the machine has
 
 
 class _FakeMeter:
