@@ -3,7 +3,8 @@
 Two steps (each prints what it does; ``eval`` writes docs/results/video.json)::
 
     python benchmarks/video.py train [--minutes 120]
-    python benchmarks/video.py eval  [--n 32]
+    python benchmarks/video.py eval  [--n 32] [--n-long 12]
+    python benchmarks/video.py plot  (redraws docs/images/video-extension-metrics.png from the result)
 
 ``train`` runs ``difflab train configs/video-moving.yaml`` under ``RUNS`` (default runs/video), three
 runs of one thread each side by side for ``--minutes`` of wall time (equal shares of the machine, so
@@ -16,10 +17,10 @@ the moving items (one or two items, 32x32):
 
 - joint training: ``--n`` clips of each run, class-conditional (the test clips' classes, w =
   ``--guidance``): per-frame FD and video FD (the FVD analogue);
-- extension: the first 16 frames of ``--n`` real 64-frame test videos extended to 64 frames by the
-  ``--extend-run`` stage (new clips of 16 frames with 8 known ones), by reconstruction guidance at
-  weights ``--weights`` and by replacement: identity consistency, motion error (px) and video FD of
-  the 48 generated frames (three 16-frame windows);
+- extension: the first 16 frames of ``--n-long`` (default ``--n``) real 64-frame test videos
+  extended to 64 frames by the ``--extend-run`` stage (new clips of 16 frames with 8 known ones),
+  by reconstruction guidance at weights ``--weights`` and by replacement: identity consistency,
+  motion error (px) and video FD of the 48 generated frames (three 16-frame windows);
 - interpolation: frames 0, 4, ..., 16 of the same videos raised to 17 frames (4x) by reconstruction
   guidance (weight 2), replacement and linear blending: MSE of the 12 generated frames against the
   true ones and video FD of the first 16 frames;
@@ -113,9 +114,12 @@ def evaluate(args: argparse.Namespace) -> None:
     n_long = args.n_long or args.n
     if min(args.n, n_long) < 2:
         raise SystemExit("--n and --n-long must be at least 2: a Frechet distance needs two videos")
-    truth, classes, counts = _test_videos(args.n)
-    floor_videos, _, floor_counts = _test_videos(args.n, start=args.n)
-    reference = _test_videos(max(args.n, 256), start=2 * args.n)[0][:, :, :CLIP]
+    first = max(args.n, n_long)  # test videos 0..first-1 are extended, interpolated and give the labels
+    truth, classes, counts = _test_videos(first)
+    labels = classes[: args.n]  # the classes the joint-training stages are asked for
+    truth, classes, counts = truth[:n_long], classes[:n_long], counts[:n_long]
+    floor_videos, _, floor_counts = _test_videos(args.n, start=first)
+    reference = _test_videos(max(args.n, 256), start=first + args.n)[0][:, :, :CLIP]
 
     def windows(v):  # (B, 1, 48, ...) -> (3B, 1, 16, ...)
         return v.unflatten(2, (-1, CLIP)).transpose(1, 2).flatten(0, 1)
@@ -137,7 +141,7 @@ def evaluate(args: argparse.Namespace) -> None:
             continue
         stage = difflab.load(run, device=args.device)
         t0 = time.perf_counter()
-        x = stage.sample(args.n, labels=classes, seed=0, **opts)
+        x = stage.sample(args.n, labels=labels, seed=0, **opts)
         seconds[f"joint-{k}"] = (time.perf_counter() - t0) / args.n
         samples[k] = x[:2]
         scores = {"frame_fd": round(frame_fd(x, reference), 4), "fvd": round(video_fd(x, reference), 4)}
@@ -145,7 +149,6 @@ def evaluate(args: argparse.Namespace) -> None:
         print(json.dumps(joint[-1]), flush=True)
 
     stage = difflab.load(runs / args.extend_run, device=args.device)
-    truth, classes, counts = truth[:n_long], classes[:n_long], counts[:n_long]
     given = truth[:, :, :CLIP]
     extension, strips = [], {"truth": truth[:1]}
     variants = [("reconstruction", w) for w in args.weights] + [("replacement", None)]
@@ -213,6 +216,8 @@ def evaluate(args: argparse.Namespace) -> None:
 def plot(data: dict, out: Path | None = None) -> Path:
     """docs/images/video-extension-metrics.png: identity consistency, motion error and video FD of the
     extended videos against the reconstruction weight, replacement and the real videos as dashed lines."""
+    # Not difflab.eval.plot_metric_vs_steps: that draws one metric per image with a single floor line;
+    # here three metrics share one figure, each with two reference lines (replacement and real videos).
     import matplotlib
 
     matplotlib.use("Agg")
