@@ -240,3 +240,25 @@ def test_tiny_model_overfits_a_fixed_batch() -> None:
         opt.step()
     last = loss().item()
     assert last < 0.1 * first, (first, last)
+
+
+@pytest.mark.parametrize("dims, shape", [(1, (3, 5, 7)), (2, (3, 5, 6, 7))])
+def test_upsample_conv_equals_nearest_upsampling_then_convolution(dims: int, shape: tuple[int, ...]) -> None:
+    """The one-step up-sampling convolution (a stride-2 transposed convolution) against the
+    two-step definition, values and all three gradients, in float64 on odd and even sizes."""
+    import torch.nn.functional as F
+
+    from difflab.nets.unet_blocks import upsample_conv
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, shape[1], *(3,) * dims, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    conv = F.conv1d if dims == 1 else F.conv2d
+    ref = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"), w, b, padding=1)
+    out = upsample_conv(x, w, b)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad((out * g).sum(), (x, w, b)), torch.autograd.grad((ref * g).sum(), (x, w, b))):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

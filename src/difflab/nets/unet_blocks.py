@@ -60,15 +60,43 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+# Row u of a 3-tap kernel reaches the four taps of a stride-2 transposed convolution
+# (padding 1) through this matrix: nearest-neighbour 2x up-sampling followed by a 3-tap
+# 'same' convolution equals ``conv_transpose(x, TAPS @ w, stride=2, padding=1)`` (derivation
+# in :func:`upsample_conv`).
+_UPSAMPLE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def upsample_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv(nearest_upsample_2x(x), weight, bias, padding=1)`` for a 3-tap (1-D) or 3x3 (2-D)
+    kernel, computed without building the up-sampled tensor.
+
+    Output sample ``2i + a`` of the convolution sees input samples ``i - 1, i`` (a = 0, with
+    weights ``w0`` and ``w1 + w2``) or ``i, i + 1`` (a = 1, with ``w0 + w1`` and ``w2``): two
+    taps per output phase instead of three. A transposed convolution with stride 2, padding 1
+    and the 4-tap kernel ``(w2, w1 + w2, w0 + w1, w0)`` computes exactly these sums, with
+    (2/3)^dims of the multiply-adds and no 4x-sized intermediate; the parameters (and
+    checkpoints) stay those of the 3x3 convolution. Equal to the two-step form up to float
+    rounding (tests/test_unet.py).
+    """
+    taps = torch.tensor(_UPSAMPLE_TAPS, dtype=weight.dtype, device=weight.device)
+    if weight.ndim == 3:
+        kernel = torch.einsum("ku,oiu->iok", taps, weight)  # (in, out, 4): conv_transpose layout
+        return F.conv_transpose1d(x, kernel.to(x.dtype), bias, stride=2, padding=1)
+    kernel = torch.einsum("ku,oiuv,lv->iokl", taps, weight, taps)
+    return F.conv_transpose2d(x, kernel.to(x.dtype), bias, stride=2, padding=1)
+
+
 class Upsample(nn.Module):
-    """Double every spatial size: nearest-neighbour up-sampling, then a 3x3 convolution."""
+    """Double every spatial size: nearest-neighbour up-sampling, then a 3x3 convolution,
+    computed in one step by :func:`upsample_conv`."""
 
     def __init__(self, dims: int, channels: int) -> None:
         super().__init__()
         self.conv = conv(dims, channels, channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return upsample_conv(x, self.conv.weight, self.conv.bias)
 
 
 @dataclass
