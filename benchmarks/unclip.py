@@ -70,6 +70,10 @@ def train(args: argparse.Namespace) -> None:
     if not (clip / "checkpoint" / "format.json").is_file():
         wait_all(start_training("configs/clip-scenes.yaml", clip))
     use_clip = f"clip.path={clip.resolve()}"
+
+    def init(name: str) -> list[str]:  # a new run may start from the weights of its namesake in --init
+        return [f"train.init={(Path(args.init) / name).resolve()}"] if args.init else []
+
     procs = [
         start_training(
             "configs/unclip-decoder.yaml",
@@ -78,6 +82,7 @@ def train(args: argparse.Namespace) -> None:
             str(args.minutes * 60),
             "train.steps=1000000",
             use_clip,
+            *init("decoder"),
         )  # fmt: skip
     ]
     for config, name in PRIORS.values():
@@ -85,7 +90,7 @@ def train(args: argparse.Namespace) -> None:
         if (run / "summary.json").is_file() and run_summary(run).get("status") == "done":
             print(f"{name}: done ({run_summary(run)['step']} updates)")
             continue
-        procs.append(start_training(config, run, use_clip))
+        procs.append(start_training(config, run, use_clip, *init(name)))
     wait_all(*procs)
     for name in ("decoder", *(name for _, name in PRIORS.values())):
         s = run_summary(runs / name)
@@ -162,7 +167,7 @@ def evaluate(args: argparse.Namespace) -> None:
     import torch
 
     import difflab
-    from difflab.methods.clip import retrieval_recall_at_1, zero_shot_accuracy
+    from difflab.methods.clip import embedding_probe, retrieval_recall_at_1, zero_shot_accuracy
     from difflab.methods.unclip.pipeline import UnCLIP
     from difflab.methods.unclip.prior import prior_cosine, text_baseline_cosine
 
@@ -174,7 +179,9 @@ def evaluate(args: argparse.Namespace) -> None:
     clip = pipe.clip
     print("CLIP ...", flush=True)
     zero_shot = zero_shot_accuracy(clip, "test")
-    clip_scores = {"zero_shot": zero_shot, "r_at_1": retrieval_recall_at_1(clip, "test", 1000)}
+    clip_scores = {
+        "zero_shot": zero_shot, "r_at_1": retrieval_recall_at_1(clip, "test", 1000), "probe": embedding_probe(clip)
+    }  # fmt: skip
     print(json.dumps(clip_scores), flush=True)
     prior_scores: dict[str, dict[str, float]] = {}
     for split in ("test", "unseen", "paraphrase"):
@@ -242,6 +249,7 @@ def render_unclip(data: dict) -> str:
         f"CLIP zero-shot accuracy on {zs.get('scenes')} one-item test scenes: item {zs['item']}, colour "
         f"{zs['colour']}, position {zs['position']}; text -> image recall@1 among 1,000: {clip['r_at_1']}.",
         "",
+        *_probe_lines(clip.get("probe")),
         f"Prior cosine to the true image embedding ({data['prior_captions']} captions per split):",
         "",
     ]
@@ -269,6 +277,19 @@ def render_unclip(data: dict) -> str:
     return "\n".join(out)
 
 
+def _probe_lines(probe: dict | None) -> list[str]:
+    """The linear read-out of (item, colour) pairs from the image embedding (methods.clip.embedding_probe)."""
+    if not probe:
+        return []
+    return [
+        f"What the image embedding holds: a linear read-out (logistic regression on {probe['train_scenes']:,} "
+        f"training scenes) finds every item in its colour in {probe['pairs']} of {probe['test_scenes']:,} test "
+        f"scenes (one item: {probe['one_item']}, two items: {probe['two_items']}). A decoder that sees only the "
+        "embedding, as in variations, can hardly keep more.",
+        "",
+    ]
+
+
 def grid(args: argparse.Namespace) -> None:
     """Only the picture of the manipulations (as ``eval`` draws it)."""
     import torch
@@ -288,6 +309,10 @@ def main() -> None:
     p.add_argument("--sr", default="runs/imagen/sr-aug", help="super-resolution stage (default: %(default)s)")
     p.add_argument("--imagen-base", default="runs/imagen/base-minilm", help="Imagen base (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=75.0, help="wall time of the decoder's training")
+    p.add_argument(
+        "--init", default="", help="train: start new runs from the weights of the same-named runs in this folder "
+        "(train.init), e.g. to carry a decoder and priors over to a retrained --clip"
+    )  # fmt: skip
     p.add_argument("--n", type=int, default=32, help="captions per score")
     p.add_argument("--per-caption", type=int, default=2, help="samples per caption")
     p.add_argument("--prior-n", type=int, default=256, help="captions per prior cosine")

@@ -224,3 +224,55 @@ def test_encode_captions_matches_encode_text() -> None:
         torch.testing.assert_close(net.encode_captions(prompts, batch_size=1), net.encode_text(ids, mask))
         emb = net.encode_image(batch(2)[0])
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
+
+
+class _LabelEncoder(torch.nn.Module):
+    """A stand-in CLIP whose 'images' carry their scene labels in the first row of pixels, and whose
+    image embedding is the one-hot set of (item, colour) pairs (``informative``) or a constant."""
+
+    def __init__(self, informative: bool) -> None:
+        super().__init__()
+        self.informative = informative
+        self.config = CLIPConfig(**{**TINY, "image_size": 4, "embed_dim": 160})
+        self.device = torch.device("cpu")
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.full((len(x), 160), 0.01)
+        if self.informative:
+            for slot in range(2):
+                item, colour = x[:, 0, 0, 2 * slot].long(), x[:, 0, 0, 2 * slot + 1].long()
+                present = item >= 0
+                out[present.nonzero().squeeze(1), (item * 8 + colour)[present]] = 1.0
+        return torch.nn.functional.normalize(out, dim=1)
+
+
+def _label_scenes(n: int, seed: int) -> list[tuple[torch.Tensor, dict]]:
+    g = torch.Generator().manual_seed(seed)
+    scenes = []
+    for _ in range(n):
+        labels = torch.full((2, 3), -1, dtype=torch.long)
+        for slot in range(1 + int(torch.randint(2, (1,), generator=g))):
+            labels[slot] = torch.tensor(
+                [int(torch.randint(20, (1,), generator=g)), int(torch.randint(8, (1,), generator=g)), slot]
+            )
+        x = torch.zeros(3, 4, 4)
+        x[0, 0] = labels[:, :2].flatten().float()
+        scenes.append((x, {"labels": labels}))
+    return scenes
+
+
+@pytest.mark.parametrize("informative", [True, False])
+def test_embedding_probe_reads_what_the_embedding_holds(monkeypatch, informative: bool) -> None:
+    """The linear read-out recovers every (item, colour) pair from an embedding that holds them
+    and stays near chance on one that holds nothing."""
+    import difflab.methods.clip as clip_method
+
+    monkeypatch.setattr(
+        clip_method, "_scenes", lambda clip, split, n, options: (_label_scenes(n, {"train": 0, "test": 1}[split]), n)
+    )
+    probe = clip_method.embedding_probe(_LabelEncoder(informative), train_n=600, test_n=200)
+    assert probe["train_scenes"] == 600 and probe["test_scenes"] == 200
+    if informative:
+        assert probe["pairs"] > 0.95 and probe["two_items"] > 0.9
+    else:
+        assert probe["pairs"] < 0.1

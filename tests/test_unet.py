@@ -260,5 +260,7 @@ def test_upsample_conv_equals_nearest_upsampling_then_convolution(dims: int, sha
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(ref)
-    for got, want in zip(torch.autograd.grad((out * g).sum(), (x, w, b)), torch.autograd.grad((ref * g).sum(), (x, w, b))):
+    for got, want in zip(
+        torch.autograd.grad((out * g).sum(), (x, w, b)), torch.autograd.grad((ref * g).sum(), (x, w, b))
+    ):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

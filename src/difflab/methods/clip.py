@@ -307,3 +307,63 @@ def retrieval_recall_at_1(
         return round(float(hits.float().mean()), 4)
     finally:
         clip.train(was_training)
+
+
+def _pair_targets(labels: Tensor, colours: int) -> Tensor:
+    """(N, items * colours) multi-hot of the (item, colour) pairs in scene labels (N, 2, 3)."""
+    from ..data.scenes import ITEMS
+
+    target = torch.zeros(len(labels), len(ITEMS) * colours)
+    for slot in range(labels.shape[1]):
+        present = labels[:, slot, 0] >= 0
+        pair = labels[present, slot, 0] * colours + labels[present, slot, 1]
+        target[present.nonzero().squeeze(1), pair] = 1.0
+    return target
+
+
+def embedding_probe(clip: Any, train_n: int = 20000, test_n: int = 1000, **options: Any) -> dict[str, float]:
+    """How much of a scene a linear read-out recovers from its CLIP image embedding: a logistic
+    regression from the standardised embedding to the multi-hot set of (item, colour) pairs, fitted
+    (L-BFGS, no penalty: the embeddings are unit vectors and the read-out needs large weights) on
+    the first ``train_n`` training scenes and scored on the first ``test_n`` test scenes. Returns
+    ``"pairs"``: the share of test scenes whose ``k`` highest-scoring pairs (``k`` = the number of
+    items) are exactly their own, i.e. every item in its colour, the criterion of unCLIP's variation
+    consistency; ``"one_item"`` and ``"two_items"``: the same split by item count. A decoder
+    conditioned only on the embedding can hardly keep what this read-out cannot find."""
+    from ..data.scenes import COLOURS
+
+    def embedded(split: str, n: int) -> tuple[Tensor, Tensor]:
+        data, n = _scenes(clip, split, n, options)
+        items = [data[i] for i in range(n)]
+        emb = image_embeddings(clip, [x for x, _ in items])
+        return emb, torch.stack([torch.as_tensor(cond["labels"]) for _, cond in items])
+
+    x_train, lab_train = embedded("train", train_n)
+    x_test, lab_test = embedded("test", test_n)
+    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    y_train = _pair_targets(lab_train, len(COLOURS))
+    head = torch.nn.Linear(x_train.shape[1], y_train.shape[1])
+    opt = torch.optim.LBFGS(head.parameters(), max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x_train), y_train)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        scores = head(x_test)
+    y_test = _pair_targets(lab_test, len(COLOURS))
+    count = y_test.sum(1).long()
+    ranked = scores.argsort(1, descending=True)
+    exact = torch.stack([y_test[r, ranked[r, : count[r]]].all() for r in range(len(y_test))])
+    return {
+        "pairs": round(float(exact.float().mean()), 4),
+        "one_item": round(float(exact[count == 1].float().mean()), 4) if (count == 1).any() else float("nan"),
+        "two_items": round(float(exact[count == 2].float().mean()), 4) if (count == 2).any() else float("nan"),
+        "train_scenes": len(x_train),
+        "test_scenes": len(x_test),
+    }
