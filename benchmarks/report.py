@@ -213,7 +213,8 @@ def render_training(data: dict) -> str:
         gmac = setup.get("forward_gmac_per_image")
         if gmac:
             out += [
-                f"Work per image (one forward pass: convolutions, matrix products and attention, counted by torch.utils.flop_counter): difflab {gmac['difflab']:.3f} "
+                "Work per image (one forward pass: convolutions, matrix products and attention, counted by "
+                f"torch.utils.flop_counter): difflab {gmac['difflab']:.3f} "
                 f"GMAC, diffusers {gmac['diffusers']:.3f} GMAC.",
                 "",
             ]

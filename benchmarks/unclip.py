@@ -10,6 +10,9 @@ the decoder of configs/unclip-decoder.yaml for ``--minutes`` of wall time (it re
 command is repeated, each repeat adding ``--minutes``), and the diffusion and autoregressive priors
 of configs/unclip-prior.yaml and configs/unclip-prior-ar.yaml to the end of their recipes (skipped
 once done). All use the CLIP run ``--clip`` (configs/clip-scenes.yaml, trained first when missing).
+``--decoder NAME --decoder-config configs/unclip-decoder-text.yaml --decoder-init runs/unclip/decoder``
+trains the paper's decoder, which reads the caption too, in RUNS/NAME, starting from the
+embedding-only decoder; ``eval --decoder NAME`` scores with it.
 
 ``eval`` measures:
 
@@ -70,19 +73,16 @@ def train(args: argparse.Namespace) -> None:
     if not (clip / "checkpoint" / "format.json").is_file():
         wait_all(start_training("configs/clip-scenes.yaml", clip))
     use_clip = f"clip.path={clip.resolve()}"
-
-    def init(name: str) -> list[str]:  # a new run may start from the weights of its namesake in --init
-        return [f"train.init={(Path(args.init) / name).resolve()}"] if args.init else []
-
+    init = [f"train.init={Path(args.decoder_init).resolve()}", "train.init_strict=false"] if args.decoder_init else []
     procs = [
         start_training(
-            "configs/unclip-decoder.yaml",
-            runs / "decoder",
+            args.decoder_config,
+            runs / args.decoder,
             "--time-limit",
             str(args.minutes * 60),
             "train.steps=1000000",
             use_clip,
-            *init("decoder"),
+            *init,
         )  # fmt: skip
     ]
     for config, name in PRIORS.values():
@@ -90,9 +90,9 @@ def train(args: argparse.Namespace) -> None:
         if (run / "summary.json").is_file() and run_summary(run).get("status") == "done":
             print(f"{name}: done ({run_summary(run)['step']} updates)")
             continue
-        procs.append(start_training(config, run, use_clip, *init(name)))
+        procs.append(start_training(config, run, use_clip))
     wait_all(*procs)
-    for name in ("decoder", *(name for _, name in PRIORS.values())):
+    for name in (args.decoder, *(name for _, name in PRIORS.values())):
         s = run_summary(runs / name)
         print(f"{name:>22}: {s['step']} updates in {training_seconds(runs / name):.0f} s ({s['status']})")
 
@@ -174,7 +174,7 @@ def evaluate(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     priors = {k: difflab.load(runs / name) for k, (_, name) in PRIORS.items() if (runs / name).is_dir()}
-    decoder, sr = difflab.load(runs / "decoder"), difflab.load(args.sr)
+    decoder, sr = difflab.load(runs / args.decoder), difflab.load(args.sr)
     pipe = UnCLIP(priors["diffusion"], decoder, sr)
     clip = pipe.clip
     print("CLIP ...", flush=True)
@@ -222,9 +222,10 @@ def evaluate(args: argparse.Namespace) -> None:
         "sampler": f"ddim, {args.steps} steps (16x16); {args.sr_sampler}, {args.sr_steps} steps at w = 1 and "
         f"augmentation level {args.aug} (super-resolution {args.sr}); prior: its recipe's sampler, best of 2",
         "imagen_base": args.imagen_base,
+        "decoder": {"run": str(runs / args.decoder), "conditions": list(decoder.conditions)},
         "train": {
             name: {"updates": run_summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
-            for name in ("decoder", *(PRIORS[k][1] for k in priors))
+            for name in (args.decoder, *(PRIORS[k][1] for k in priors))
         },
         "seconds_per_image": {k: round(statistics.median(v), 4) for k, v in seconds.items()},
         "rows": rows,
@@ -244,6 +245,7 @@ def render_unclip(data: dict) -> str:
     out = [
         f"Trained by `{data.get('train_command', 'unknown')}`; {data['sampler']}.",
         "",
+        *_decoder_lines(data.get("decoder")),
         table(["part", "updates", "train s"], [[k, v["updates"], v["seconds"]] for k, v in data["train"].items()]),
         "",
         f"CLIP zero-shot accuracy on {zs.get('scenes')} one-item test scenes: item {zs['item']}, colour "
@@ -277,6 +279,17 @@ def render_unclip(data: dict) -> str:
     return "\n".join(out)
 
 
+def _decoder_lines(decoder: dict | None) -> list[str]:
+    if not decoder:
+        return []
+    reads = (
+        "the CLIP image embedding and the caption (the caption in text to image, the null caption in the manipulations)"
+        if "caption" in decoder["conditions"]
+        else "the CLIP image embedding alone"
+    )
+    return [f"Decoder `{decoder['run']}`: reads {reads}.", ""]
+
+
 def _probe_lines(probe: dict | None) -> list[str]:
     """The linear read-out of (item, colour) pairs from the image embedding (methods.clip.embedding_probe)."""
     if not probe:
@@ -298,7 +311,7 @@ def grid(args: argparse.Namespace) -> None:
     from difflab.methods.unclip.pipeline import UnCLIP
 
     torch.set_num_threads(args.threads)
-    print(f"wrote {_manipulations_grid(UnCLIP(None, difflab.load(Path(args.runs) / 'decoder')), IMAGE, seed=0)}")
+    print(f"wrote {_manipulations_grid(UnCLIP(None, difflab.load(Path(args.runs) / args.decoder)), IMAGE, seed=0)}")
 
 
 def main() -> None:
@@ -309,9 +322,15 @@ def main() -> None:
     p.add_argument("--sr", default="runs/imagen/sr-aug", help="super-resolution stage (default: %(default)s)")
     p.add_argument("--imagen-base", default="runs/imagen/base-minilm", help="Imagen base (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=75.0, help="wall time of the decoder's training")
+    p.add_argument("--decoder", default="decoder", help="the decoder's run folder under --runs (default: %(default)s)")
     p.add_argument(
-        "--init", default="", help="train: start new runs from the weights of the same-named runs in this folder "
-        "(train.init), e.g. to carry a decoder and priors over to a retrained --clip"
+        "--decoder-config",
+        default="configs/unclip-decoder.yaml",
+        help="train: the decoder's recipe (configs/unclip-decoder-text.yaml: it reads the caption too)",
+    )
+    p.add_argument(
+        "--decoder-init", default="",
+        help="train: start a new decoder from this run's weights (train.init; tensors it lacks start fresh)",
     )  # fmt: skip
     p.add_argument("--n", type=int, default=32, help="captions per score")
     p.add_argument("--per-caption", type=int, default=2, help="samples per caption")

@@ -330,3 +330,36 @@ def test_summary_records_skipped_image_files(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["skipped_files"] == 1 and summary["skipped"][0]["path"] == str(folder / "broken.png")
     assert summary["skipped"][0]["reason"]
+
+
+def test_init_not_strict_loads_what_matches_and_names_the_new(tmp_path, capsys):
+    """train.init_strict: false: a run that gains a condition starts from another run's matching
+    weights; its new tensors keep their fresh initialisation; strict init refuses the same pair."""
+    from difflab.train.checkpoint import CheckpointError
+
+    first = tmp_path / "first"
+    train(tiny(), first)
+    src = load_checkpoint(first / "checkpoint").ema
+    gains_class = {"data": {"conditions": ["class"]}}
+    with pytest.raises(CheckpointError, match="missing"):
+        Trainer(tiny(**gains_class, train={"init": str(first), "steps": 1}), tmp_path / "strict")
+    trainer = Trainer(tiny(**gains_class, train={"init": str(first), "init_strict": False, "steps": 1}), tmp_path / "b")
+    own = trainer.net.state_dict()
+    new = sorted(set(own) - set(src))
+    assert new and all("label" in k for k in new)
+    for k in set(own) & set(src):
+        assert torch.equal(own[k], src[k]), k
+    assert f"{len(new)} tensor(s) new" in capsys.readouterr().out
+
+
+def test_model_cond_drop_sets_each_conditions_own_rate(tmp_path):
+    """model.cond_drop overrides train.cond_drop per condition; a condition the run lacks is refused."""
+    trainer = Trainer(
+        tiny(data={"conditions": ["class"]}, model={"cond_drop": {"class": 0.3}}, train={"cond_drop": 0.1}),
+        tmp_path / "a",
+    )
+    assert trainer.model_config["cond_drop"] == {"class": 0.3}
+    trainer = Trainer(tiny(data={"conditions": ["class"]}, train={"cond_drop": 0.1}), tmp_path / "b")
+    assert trainer.model_config["cond_drop"] == {"class": 0.1}
+    with pytest.raises(ValueError, match="does not condition on; its droppable conditions: class"):
+        Trainer(tiny(data={"conditions": ["class"]}, model={"cond_drop": {"vector": 0.1}}), tmp_path / "c")

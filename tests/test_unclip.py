@@ -357,3 +357,43 @@ def test_generate_unclip_chains_a_trained_prior_and_the_decoder(clip_run, decode
     torch.testing.assert_close(pipe(["a red bag at the top left"], n=2, steps=2, seed=5), a)  # seeded
     with pytest.raises(ValueError, match="needs a prior"):
         UnCLIP.load(None, decoder_run)(["a red bag"], steps=2)
+
+
+def test_a_decoder_that_also_reads_captions_gets_the_prompts_in_text_to_image(clip_run, decoder_run, tmp_path):
+    """The paper's decoder: CLIP embedding and caption, dropped at their own rates, started from a
+    vector-only decoder (train.init_strict: false); the pipeline gives it the prompts in text to
+    image and the null caption in the manipulations."""
+    cfg = decoder_recipe(clip_run, init=str(decoder_run), init_strict=False)
+    d = cfg.to_dict()
+    d["data"]["conditions"] = ["vector", "caption"]
+    d["text"] = {"encoder": "scratch", "dim": 16, "layers": 1, "heads": 2, "max_tokens": 32}
+    d["model"]["cond_drop"] = {"vector": 0.1, "tokens": 0.5, "pooled": 0.5}
+    cfg = RunConfig.from_dict(d)
+    run = tmp_path / "decoder-text"
+    trainer = Trainer(cfg, run, method=UnCLIPDecoder(cfg))
+    assert trainer.model_config["cond_drop"] == {"vector": 0.1, "tokens": 0.5, "pooled": 0.5}
+    old = difflab.load(decoder_run).net.state_dict()
+    own = trainer.net.state_dict()  # the U-Net is wrapped with the text encoder: its tensors are unet.*
+    shared = [k for k in old if own.get("unet." + k, torch.zeros(0)).shape == old[k].shape]
+    assert len(shared) > len(old) // 2 and all(torch.equal(own["unet." + k], old[k]) for k in shared)
+    trainer.fit()
+    trainer.close()
+    stage = difflab.load(run)
+    assert set(stage.conditions) >= {"vector", "caption"}
+    pipe = UnCLIP(EmbeddingPrior(load_clip(stage.meta["clip_path"])), stage)
+    assert pipe.takes_captions
+    seen = []
+    real_sample = stage.sample
+
+    def spy(n, **kw):
+        seen.append(kw.get("prompts"))
+        return real_sample(n, **kw)
+
+    stage.sample = spy
+    prompts = ["a red bag at the top left", "a blue digit one"]
+    pipe.sample(prompts, steps=2)
+    image = CaptionedScenes("test", n=1, size=8)[0][0]
+    pipe.variations(image, n=2, steps=2)
+    assert seen == [prompts, None]
+    with pytest.raises(ValueError, match="one per embedding"):
+        pipe.decode(torch.zeros(3, stage.net.config.vector_dim), prompts=prompts)

@@ -261,6 +261,6 @@ def test_upsample_conv_equals_nearest_upsampling_then_convolution(dims: int, sha
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(ref)
     for got, want in zip(
-        torch.autograd.grad((out * g).sum(), (x, w, b)), torch.autograd.grad((ref * g).sum(), (x, w, b))
+        torch.autograd.grad((out * g).sum(), (x, w, b)), torch.autograd.grad((ref * g).sum(), (x, w, b)), strict=True
     ):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -321,12 +321,25 @@ def _read_folder(p: Path, meta: dict[str, Any], with_state: bool) -> Checkpoint:
     return Checkpoint(p, meta, config, model, ema, state)
 
 
-def load_into(module: torch.nn.Module, weights: dict[str, Tensor], source: str | Path) -> None:
-    """``load_state_dict`` with a one-line error naming ``source`` when the shapes or keys differ."""
+def load_into(
+    module: torch.nn.Module, weights: dict[str, Tensor], source: str | Path, strict: bool = True
+) -> dict[str, list[str]]:
+    """``load_state_dict`` with a one-line error naming ``source`` when the shapes or keys differ.
+
+    With ``strict=False`` only the tensors whose names and shapes match are loaded, after one
+    module-name prefix is added to or removed from the given names when that matches more of them
+    (a U-Net that gains a text encoder is wrapped, its tensors then named ``unet.*``); the result
+    names the module's tensors left as they were (``"new"``) and the given ones not used
+    (``"unused"``: unknown names or other shapes)."""
     own = module.state_dict()
+    if not strict:
+        weights = _align_names(set(own), weights)
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
     wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if not strict:
+        module.load_state_dict({k: v for k, v in weights.items() if k in own and k not in wrong}, strict=False)
+        return {"new": sorted(missing + wrong), "unused": sorted(unexpected + wrong)}
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -340,6 +353,19 @@ def load_into(module: torch.nn.Module, weights: dict[str, Tensor], source: str |
             )
         raise CheckpointError(f"{source}: weights do not match the model config: " + "; ".join(parts))
     module.load_state_dict(weights)
+    return {"new": [], "unused": []}
+
+
+def _align_names(own: set[str], weights: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``weights`` renamed by the one prefix change (none, ``P.`` added, or ``P.`` removed) under which
+    most of its names are among ``own``."""
+    heads = {k.split(".", 1)[0] + "." for k in [*own, *weights] if "." in k}
+    options = [weights]
+    for head in sorted(heads):
+        options.append({head + k: v for k, v in weights.items()})
+        if all(k.startswith(head) for k in weights):
+            options.append({k[len(head) :]: v for k, v in weights.items()})
+    return max(options, key=lambda w: len(own & set(w)))  # ties keep the first: the names as they are
 
 
 CHECKPOINT_DIR = "checkpoint"

@@ -167,7 +167,9 @@ class TrainConfig:
     would wait on the cores that others hold). ``init`` starts a new run from the weights of another run, checkpoint
     or exported model folder (its EMA weights when it has them) or a ``.safetensors`` file, with a
     fresh optimizer: e.g. to continue on a CPU a model trained elsewhere whose optimizer state was
-    not kept. ``--resume`` ignores it.
+    not kept. ``--resume`` ignores it. With ``init_strict: false`` the tensors whose names and shapes
+    match are loaded and the others keep their fresh initialisation (a model that gains a condition,
+    e.g. an unCLIP decoder given captions); the trainer prints what was new and what was left out.
     """
 
     steps: int = 2000
@@ -192,6 +194,7 @@ class TrainConfig:
     threads: int = 0
     progress: bool = True
     init: str = ""
+    init_strict: bool = True
 
     def __post_init__(self) -> None:
         _need(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")

@@ -42,12 +42,16 @@ def resolve_model_config(
     for a super-resolution stage ``lowres_channels``, and for a caption-conditioned one the text
     encoder's (``text``) ``token_dim`` and ``pooled_dim`` with ``cond_drop: {tokens: p, pooled: p}``
     (one draw drops both), and for a ``vector``-conditioned one (an unCLIP decoder) ``vector_dim``
-    with ``cond_drop: {vector: p}``. A value set in ``cfg.model`` that contradicts them is a ValueError.
+    with ``cond_drop: {vector: p}``, each ``p`` being ``train.cond_drop`` unless ``model.cond_drop`` sets
+    that condition's own rate (e.g. ``{vector: 0.1, tokens: 0.5, pooled: 0.5}``, as the unCLIP decoder
+    drops its caption more often than its image embedding). A value set in ``cfg.model`` that
+    contradicts them is a ValueError.
     """
     from ..diffusion import output_channels
     from ..nets import UNetConfig
 
     early = dict(cfg.model)
+    early.pop("cond_drop", None)  # its keys are checked against the run's conditions below
     if "vector" in cfg.data.conditions:  # vector_tokens needs a vector_dim, fixed below
         early.setdefault("vector_dim", max(1, vector_dim))
     from_dict(UNetConfig, early, "model")  # unknown keys and bad values, named
@@ -74,7 +78,15 @@ def resolve_model_config(
         fixed["vector_dim"] = int(vector_dim)
         droppable.append("vector")
     if droppable:
-        fixed["cond_drop"] = {k: cfg.train.cond_drop for k in droppable} if cfg.train.cond_drop > 0 else {}
+        rates = dict(cfg.model.get("cond_drop") or {})  # per-condition rates set in the recipe win
+        stray = sorted(set(rates) - set(droppable))
+        if stray:
+            raise ValueError(
+                f"model.cond_drop has {stray}, which this run does not condition on; its droppable conditions: "
+                f"{', '.join(droppable)}"
+            )
+        rates = {k: float(rates.get(k, cfg.train.cond_drop)) for k in droppable}
+        fixed["cond_drop"] = {k: p for k, p in rates.items() if p > 0}
     out = dict(cfg.model)
     for key, value in fixed.items():
         if key in out and key != "cond_drop" and out[key] != value:

@@ -190,7 +190,14 @@ class Trainer:
         torch.manual_seed(mix_seed(t.seed, _INIT))
         self.net = self.method.build(self.model_config).to(self.device)
         if t.init and not resume:
-            load_into(self.net, init_weights(t.init), t.init)
+            report = load_into(self.net, init_weights(t.init), t.init, strict=t.init_strict)
+            if self.dist.is_main and (report["new"] or report["unused"]):
+                new, unused = report["new"], report["unused"]
+                print(
+                    f"init from {t.init}: {len(new)} tensor(s) new{f' (e.g. {new[0]})' if new else ''}, "
+                    f"{len(unused)} of its tensor(s) unused{f' (e.g. {unused[0]})' if unused else ''}",
+                    flush=True,
+                )
         self.ema = EMA(self.net, t.ema_decay, t.ema_warmup)
         self.opt = make_optimizer(list(self.net.parameters()), t)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")

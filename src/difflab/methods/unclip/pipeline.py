@@ -124,13 +124,29 @@ class UnCLIP:
         if prior_steps is not None:
             prior_options["steps"] = prior_steps
         emb = self.prior.sample(list(prompts), **prior_options)
-        return self.decode(emb, seed=seed, **options)
+        return self.decode(emb, seed=seed, prompts=prompts, **options)
 
-    def decode(self, embeddings: Tensor, *, seed: int = 0, noise: Tensor | None = None, **options: Any) -> list[Tensor]:
+    @property
+    def takes_captions(self) -> bool:
+        """Whether a stage (a decoder trained with ``data.conditions: [vector, caption]``, as the paper's,
+        or a caption-conditioned super-resolution stage) reads the caption as well."""
+        return any("caption" in stage.conditions for stage in self.cascade.stages)
+
+    def decode(
+        self, embeddings: Tensor, *, seed: int = 0, noise: Tensor | None = None,
+        prompts: Sequence[str] | None = None, **options: Any,
+    ) -> list[Tensor]:  # fmt: skip
         """Every stage's output for CLIP image embeddings (N, E); ``noise`` is the decoder's starting
-        noise (e.g. from :meth:`invert`); ``options`` as for :meth:`Cascade.sample`."""
+        noise (e.g. from :meth:`invert`); ``prompts`` (one per embedding) go to the stages that read
+        captions and are ignored by the others (without them such stages see the null caption, as
+        in the manipulations, which start from images); ``options`` as for :meth:`Cascade.sample`."""
         embeddings = self._check_embeddings(embeddings)
-        return self.cascade.sample(len(embeddings), cond={"vector": embeddings}, noise=noise, seed=seed, **options)
+        if prompts is not None and len(prompts) != len(embeddings):
+            raise ValueError(f"{len(prompts)} prompts for {len(embeddings)} embeddings: give one per embedding")
+        prompts = list(prompts) if prompts is not None and self.takes_captions else None
+        return self.cascade.sample(
+            len(embeddings), cond={"vector": embeddings}, noise=noise, seed=seed, prompts=prompts, **options
+        )
 
     # -- images in ----------------------------------------------------------------------------------------
     @property
