@@ -242,8 +242,13 @@ def test_tiny_model_overfits_a_fixed_batch() -> None:
     assert last < 0.1 * first, (first, last)
 
 
-@pytest.mark.parametrize("dims, shape", [(1, (3, 5, 7)), (2, (3, 5, 6, 7))])
-def test_upsample_conv_equals_nearest_upsampling_then_convolution(dims: int, shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize(
+    "dims, shape, factor",
+    [(1, (3, 5, 7), 2), (2, (3, 5, 6, 7), 2), (1, (2, 4, 6), 3), (1, (2, 4, 5), 5), (2, (2, 3, 4, 5), 3)],
+)
+def test_upsample_conv_equals_nearest_upsampling_then_convolution(
+    dims: int, shape: tuple[int, ...], factor: int
+) -> None:
     """The one-step up-sampling convolution (a stride-2 transposed convolution) against the
     two-step definition, values and all three gradients, in float64 on odd and even sizes."""
     import torch.nn.functional as F
@@ -255,8 +260,8 @@ def test_upsample_conv_equals_nearest_upsampling_then_convolution(dims: int, sha
     w = torch.randn(4, shape[1], *(3,) * dims, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     conv = F.conv1d if dims == 1 else F.conv2d
-    ref = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"), w, b, padding=1)
-    out = upsample_conv(x, w, b)
+    ref = conv(F.interpolate(x, scale_factor=float(factor), mode="nearest"), w, b, padding=1)
+    out = upsample_conv(x, w, b, factor)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(ref)

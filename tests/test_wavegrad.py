@@ -256,3 +256,27 @@ def test_validation_clips_spread_over_the_utterances():
     assert all(int(v) % 5 for v in clips[:, 0])  # none of the too-short ones
     few = validation_clips(audio[:3], cfg, 8, 1.5)
     assert [int(v) for v in few[:, 0]] == [1, 2]  # fewer long-enough utterances than clips: all of them
+
+
+def test_ublock_at_the_input_rate_equals_upsampling_first() -> None:
+    """The UBlock's first conv and skip run before the up-sampling (they commute with it): the block
+    equals its two-step definition (up-sample, leaky ReLU, conv; skip on the up-sampled signal)."""
+    import torch.nn.functional as F
+
+    from difflab.methods.wavegrad.net import UBlock
+
+    torch.manual_seed(0)
+    for factor in (2, 3, 5):
+        block = UBlock(6, 4, factor, (1, 2, 4, 8)).double()
+        x = torch.randn(2, 6, 7, dtype=torch.float64)
+        scale, shift = (
+            torch.randn(2, 4, 7 * factor, dtype=torch.float64),
+            torch.randn(2, 4, 7 * factor, dtype=torch.float64),
+        )
+        up = F.interpolate(x, scale_factor=factor, mode="nearest")
+        h = block.convs[0](F.leaky_relu(up, 0.2))
+        h = block.convs[1](F.leaky_relu(scale * h + shift, 0.2))
+        y = h + block.skip(up)
+        h = block.convs[2](F.leaky_relu(scale * y + shift, 0.2))
+        want = y + block.convs[3](F.leaky_relu(scale * h + shift, 0.2))
+        torch.testing.assert_close(block(x, scale, shift), want, rtol=1e-12, atol=1e-12)

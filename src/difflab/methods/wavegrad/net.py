@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...nets.unet_blocks import upsample_conv
 from .audio import MelConfig
 
 
@@ -109,10 +110,18 @@ class UBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-        x = F.interpolate(x, scale_factor=self.factor, mode="nearest")
-        h = self.convs[0](F.leaky_relu(x, 0.2))
+        first = self.convs[0]
+        if first.dilation[0] == 1:
+            # The leaky ReLU and the 1x1 skip commute with nearest up-sampling, so both run at the
+            # input rate, and the first conv reads the up-sampled signal through one transposed
+            # convolution (upsample_conv): the same function with a fraction of the work.
+            h = upsample_conv(F.leaky_relu(x, 0.2), first.weight, first.bias, self.factor)
+            skip = F.interpolate(self.skip(x), scale_factor=self.factor, mode="nearest")
+        else:
+            x = F.interpolate(x, scale_factor=self.factor, mode="nearest")
+            h, skip = first(F.leaky_relu(x, 0.2)), self.skip(x)
         h = self.convs[1](F.leaky_relu(scale * h + shift, 0.2))
-        x = h + self.skip(x)
+        x = h + skip
         h = self.convs[2](F.leaky_relu(scale * x + shift, 0.2))
         h = self.convs[3](F.leaky_relu(scale * h + shift, 0.2))
         return x + h
