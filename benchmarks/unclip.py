@@ -194,12 +194,16 @@ def evaluate(args: argparse.Namespace) -> None:
                "aug": args.aug}  # fmt: skip
     imagen = difflab.load([args.imagen_base, args.sr])
     prompts, labels = caption_prompts("seen", args.n, args.per_caption)
+    others = {
+        f"unclip:{name}": UnCLIP(priors["diffusion"], difflab.load(runs / name), sr) for name in args.also_decoder
+    }
+    pipes = {"unclip": pipe, **others}
     rows, seconds = [], {}
     for w in args.guidance:
-        for model in ("unclip", "imagen"):
+        for model in (*pipes, "imagen"):
             t0 = time.perf_counter()
-            if model == "unclip":
-                low, x = pipe.sample(prompts, seed=0, guidance=[w, 1.0], **sr_opts)
+            if model in pipes:
+                low, x = pipes[model].sample(prompts, seed=0, guidance=[w, 1.0], **sr_opts)
             else:
                 low, x = imagen.sample(len(prompts), prompts=prompts, seed=0, guidance=[w, 1.0], **sr_opts)
             seconds.setdefault(model, []).append((time.perf_counter() - t0) / len(prompts))
@@ -207,6 +211,7 @@ def evaluate(args: argparse.Namespace) -> None:
             print(json.dumps(rows[-1]), flush=True)
     variations = _variation_consistency(pipe, args.variations, seed=0)
     print(json.dumps(variations), flush=True)
+    other_variations = {model: _variation_consistency(p, args.variations, seed=0) for model, p in others.items()}
     print(f"wrote {_manipulations_grid(UnCLIP(None, decoder), IMAGE, seed=0)}")
     result = {
         "command": command_line("benchmarks/unclip.py"),
@@ -222,15 +227,19 @@ def evaluate(args: argparse.Namespace) -> None:
         "sampler": f"ddim, {args.steps} steps (16x16); {args.sr_sampler}, {args.sr_steps} steps at w = 1 and "
         f"augmentation level {args.aug} (super-resolution {args.sr}); prior: its recipe's sampler, best of 2",
         "imagen_base": args.imagen_base,
-        "decoder": {"run": str(runs / args.decoder), "conditions": list(decoder.conditions)},
+        "decoder": {
+            "run": str(runs / args.decoder), "conditions": list(decoder.conditions),
+            "init": decoder.config.train.init,
+        },
         "train": {
             name: {"updates": run_summary(runs / name)["step"], "seconds": round(training_seconds(runs / name), 1)}
-            for name in (args.decoder, *(PRIORS[k][1] for k in priors))
+            for name in (args.decoder, *args.also_decoder, *(PRIORS[k][1] for k in priors))
         },
         "seconds_per_image": {k: round(statistics.median(v), 4) for k, v in seconds.items()},
         "rows": rows,
         "variation_consistency": variations["anywhere"],
         "variation_consistency_detail": variations,
+        "variation_consistency_other_decoders": other_variations,
         "image": str(IMAGE.relative_to(ROOT)),
     }  # fmt: skip
     print(f"wrote {write_result('unclip', result)}")
@@ -273,6 +282,10 @@ def render_unclip(data: dict) -> str:
         f"Variations keep every source item in its colour: {v['anywhere']} (in its quadrant too: {v['in_place']}; "
         f"the real sources at the decoder's size: {v.get('real_floor_in_place', 'not measured')}); "
         f"{v['images']} test scenes x {v['variations_per_image']} variations.",
+        *[
+            f"With decoder `{k.split(':', 1)[1]}`: {o['anywhere']} (in its quadrant too: {o['in_place']})."
+            for k, o in data.get("variation_consistency_other_decoders", {}).items()
+        ],
         "",
         f"![unCLIP manipulations]({Path(data['image']).relative_to('docs')})",
     ]
@@ -287,7 +300,8 @@ def _decoder_lines(decoder: dict | None) -> list[str]:
         if "caption" in decoder["conditions"]
         else "the CLIP image embedding alone"
     )
-    return [f"Decoder `{decoder['run']}`: reads {reads}.", ""]
+    start = f", started from the weights of `{decoder['init']}`" if decoder.get("init") else ""
+    return [f"Decoder `{decoder['run']}`: reads {reads}{start}.", ""]
 
 
 def _probe_lines(probe: dict | None) -> list[str]:
@@ -323,6 +337,13 @@ def main() -> None:
     p.add_argument("--imagen-base", default="runs/imagen/base-minilm", help="Imagen base (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=75.0, help="wall time of the decoder's training")
     p.add_argument("--decoder", default="decoder", help="the decoder's run folder under --runs (default: %(default)s)")
+    p.add_argument(
+        "--also-decoder",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="eval: more decoder runs under --runs, scored beside --decoder (rows 'unclip:NAME')",
+    )
     p.add_argument(
         "--decoder-config",
         default="configs/unclip-decoder.yaml",
