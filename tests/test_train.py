@@ -350,6 +350,11 @@ def test_init_not_strict_loads_what_matches_and_names_the_new(tmp_path, capsys):
     for k in set(own) & set(src):
         assert torch.equal(own[k], src[k]), k
     assert f"{len(new)} tensor(s) new" in capsys.readouterr().out
+    from safetensors.torch import save_file
+
+    save_file({"unrelated.weight": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(CheckpointError, match="no tensor matches this model"):
+        Trainer(tiny(train={"init": str(tmp_path / "other.safetensors"), "init_strict": False}), tmp_path / "c")
 
 
 def test_model_cond_drop_sets_each_conditions_own_rate(tmp_path):

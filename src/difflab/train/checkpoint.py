@@ -338,7 +338,10 @@ def load_into(
     unexpected = sorted(set(weights) - set(own))
     wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
     if not strict:
-        module.load_state_dict({k: v for k, v in weights.items() if k in own and k not in wrong}, strict=False)
+        matching = {k: v for k, v in weights.items() if k in own and k not in wrong}
+        if not matching:
+            raise CheckpointError(f"{source}: no tensor matches this model by name and shape (is it another kind?)")
+        module.load_state_dict(matching, strict=False)
         return {"new": sorted(missing + wrong), "unused": sorted(unexpected + wrong)}
     if missing or unexpected or wrong:
         parts = []
