@@ -106,13 +106,18 @@ MODELS: dict[str, dict[str, Any]] = {
     },
     "unclip": {
         "method": "unclip",
-        "parts": {"prior": "runs/unclip/prior-diffusion", "decoder": "runs/unclip/decoder", "sr": "runs/imagen/sr-aug"},
+        "parts": {
+            "prior": "runs/unclip/prior-diffusion", "decoder": "runs/unclip/decoder-text", "sr": "runs/imagen/sr-aug"
+        },
         "dtype": "fp16", "rename": CLIP,
-        "description": "unCLIP: diffusion prior (caption -> CLIP image embedding), 16x16 decoder, the text-to-image "
-        "super-resolution stage",
+        "description": "unCLIP: diffusion prior (caption -> CLIP image embedding), 16x16 decoder reading the "
+        "embedding and the caption, the text-to-image super-resolution stage",
         "data": "captioned scenes (train split); CLIP: clip-scenes",
-        "train": "python benchmarks/unclip.py train --minutes 75 (decoder; priors: difflab train "
-        "configs/unclip-prior.yaml); super-resolution: text-to-image's",
+        "train": "python benchmarks/unclip.py train --minutes 75 (the embedding-only decoder, 8,176 updates; priors: "
+        "difflab train configs/unclip-prior.yaml), then difflab train configs/unclip-decoder-text.yaml --out "
+        "runs/unclip/decoder-text --time-limit 3300 train.steps=1000000 train.threads=1 "
+        "train.init=runs/unclip/decoder train.init_strict=false (the decoder shipped); super-resolution: "
+        "text-to-image's",
         "machine": f"{CPU}, 1 torch thread per run, runs side by side",
     },
 }  # fmt: skip
