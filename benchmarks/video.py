@@ -135,9 +135,10 @@ def evaluate(args: argparse.Namespace) -> None:
     print("floors", json.dumps(floors), flush=True)
 
     joint, seconds, samples = [], {}, {}
+    carried = _carried_joint(ROOT / "docs" / "results" / "video.json") if args.keep_joint else None
     for k in IMAGE_FRAMES:
         run = runs / f"joint-{k}"
-        if not run.is_dir():
+        if carried or not run.is_dir():
             continue
         stage = difflab.load(run, device=args.device)
         t0 = time.perf_counter()
@@ -149,6 +150,10 @@ def evaluate(args: argparse.Namespace) -> None:
         print(json.dumps(joint[-1]), flush=True)
 
     stage = difflab.load(runs / args.extend_run, device=args.device)
+    if args.extend_run not in seconds:  # its seconds per clip, when the joint part did not time it
+        t0 = time.perf_counter()
+        stage.sample(2, labels=classes[:2], seed=0, **opts)
+        seconds[args.extend_run] = (time.perf_counter() - t0) / 2
     given = truth[:, :, :CLIP]
     extension, strips = [], {"truth": truth[:1]}
     variants = [("reconstruction", w) for w in args.weights] + [("replacement", None)]
@@ -190,6 +195,10 @@ def evaluate(args: argparse.Namespace) -> None:
     if samples:  # two class-conditional clips of each joint-training run, every frame
         save_filmstrip(torch.cat([samples[k] for k in sorted(samples)]).clamp(-1, 1), ROOT / SAMPLES_IMAGE)
     meta = video_classifier_metadata()
+    trained = [f"joint-{k}" for k in IMAGE_FRAMES] + [args.extend_run]
+    train_info = {name: {"updates": json.loads((runs / name / "summary.json").read_text())["step"],
+                         "seconds": round(training_seconds(runs / name), 1)}
+                  for name in dict.fromkeys(trained) if (runs / name / "summary.json").is_file()}  # fmt: skip
     result = {
         "command": command_line("benchmarks/video.py"),
         "train_command": train_commands(runs),
@@ -199,9 +208,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "videos": args.n, "long_videos": n_long, "sampler": f"ddim, {args.steps} steps, guidance {args.guidance}",
         "extend_run": args.extend_run,
         "floors": floors,
-        "train": {f"joint-{k}": {"updates": json.loads((runs / f"joint-{k}/summary.json").read_text())["step"],
-                                 "seconds": round(training_seconds(runs / f"joint-{k}"), 1)}
-                  for k in IMAGE_FRAMES if (runs / f"joint-{k}/summary.json").is_file()},
+        "train": train_info,
         "seconds_per_clip": {k: round(v, 3) for k, v in seconds.items()},
         "extension": extension,
         "joint": joint,
@@ -209,8 +216,36 @@ def evaluate(args: argparse.Namespace) -> None:
         "filmstrip": {"path": "docs/images/video-extension.png", "rows": order, "every": 4},
         "samples_filmstrip": {"path": SAMPLES_IMAGE, "rows": [f"joint-{k}" for k in sorted(samples) for _ in (0, 1)]},
     }  # fmt: skip
+    if carried:  # the joint-training part of the earlier result, with what produced it
+        result["joint"] = carried.pop("joint")
+        result["samples_filmstrip"] = carried.pop("samples_filmstrip")
+        result["train"] = train_info | carried.pop("train")  # the kept rows' runs as they were then
+        result["seconds_per_clip"] = result["seconds_per_clip"] | carried.pop("seconds_per_clip")
+        result["joint_source"] = carried
     print(f"wrote {write_result('video', result)}")
     print("wrote", plot(result))
+
+
+def _carried_joint(path: Path) -> dict:
+    """The joint-training part of an earlier ``eval`` result at ``path`` (for ``--keep-joint``): its rows,
+    training table, seconds per clip and samples filmstrip, with the commands, machine and date that made it."""
+    if not path.is_file():
+        raise SystemExit(f"--keep-joint: no earlier result at {path}; run eval without it first")
+    old = json.loads(path.read_text())
+    if not old.get("joint"):
+        raise SystemExit(f"--keep-joint: {path} has no joint-training rows to keep")
+    source = old.get("joint_source", {})
+    names = {f"joint-{r['image_frames']}" for r in old["joint"]}
+    return {
+        "joint": old["joint"],
+        "samples_filmstrip": old.get("samples_filmstrip", {"path": SAMPLES_IMAGE, "rows": []}),
+        "seconds_per_clip": {k: v for k, v in old.get("seconds_per_clip", {}).items() if k in names},
+        "train": {k: v for k, v in old.get("train", {}).items() if k in names},
+        "command": source.get("command", old["command"]),
+        "train_command": source.get("train_command", old.get("train_command", "unknown")),
+        "machine": source.get("machine", old.get("machine")),
+        "date": source.get("date", old["date"]),
+    }
 
 
 def plot(data: dict, out: Path | None = None) -> Path:
@@ -283,6 +318,13 @@ def targets(data: dict) -> list[str]:
     return lines
 
 
+def _joint_source_lines(source: dict | None) -> list[str]:
+    if not source:
+        return []
+    return [f"(Kept from the earlier result of {source['date']}: trained by `{source['train_command']}`, scored by "
+            f"`{source['command']}`.)", ""]  # fmt: skip
+
+
 def render_video(data: dict) -> str:
     """The RESULTS.md section: floors, joint training, extension and interpolation tables, targets."""
     from report import table
@@ -303,6 +345,7 @@ def render_video(data: dict) -> str:
         "",
         "Joint image-video training (equal wall time):",
         "",
+        *_joint_source_lines(data.get("joint_source")),
         table(
             ["image frames per clip", "frame FD", "video FD"],
             [[r["image_frames"], r["frame_fd"], r["fvd"]] for r in data["joint"]]
@@ -356,6 +399,12 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight (default: 2)")
     p.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 5.0], help="reconstruction weights")
     p.add_argument("--extend-run", default="joint-0", help="run under --runs that extends and interpolates")
+    p.add_argument(
+        "--keep-joint",
+        action="store_true",
+        help="keep the joint-training rows of the existing docs/results/video.json (with the commands that made "
+        "them) instead of sampling the joint-k runs: for re-scoring only extension and interpolation",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="device the video stages sample on (default: cpu)")
     p.add_argument("--train-options", nargs="*", default=[], metavar="KEY=VALUE", help="train: config overrides")

@@ -65,3 +65,30 @@ def test_the_results_section_has_every_table_and_the_targets(bench, tmp_path) ->
 
     with Image.open(out) as im:
         assert im.size[0] > im.size[1] > 100
+
+
+def test_keep_joint_carries_the_earlier_rows_with_what_made_them(bench, tmp_path) -> None:
+    import json
+
+    earlier = _result() | {
+        "date": "2026-11-01",
+        "machine": {"cpu": "x"},
+        "samples_filmstrip": {"path": "s.png", "rows": ["joint-0"]},
+    }
+    earlier["train"] |= {"joint-4": {"updates": 8, "seconds": 60.0}}
+    path = tmp_path / "video.json"
+    path.write_text(json.dumps(earlier))
+    kept = bench._carried_joint(path)
+    assert kept["joint"] == earlier["joint"] and kept["date"] == "2026-11-01"
+    assert set(kept["train"]) == {"joint-0", "joint-4"} and kept["command"] == earlier["command"]
+    # a result that already kept them passes on the original source, not itself
+    again = earlier | {"joint_source": {"command": "first", "train_command": "t", "date": "2026-10-01"}}
+    path.write_text(json.dumps(again))
+    assert bench._carried_joint(path)["command"] == "first"
+    text = bench.render_video(_result() | {"joint_source": kept})
+    assert "Kept from the earlier result of 2026-11-01" in text
+    path.write_text(json.dumps(earlier | {"joint": []}))
+    with pytest.raises(SystemExit, match="no joint-training rows"):
+        bench._carried_joint(path)
+    with pytest.raises(SystemExit, match="no earlier result"):
+        bench._carried_joint(tmp_path / "missing.json")
