@@ -181,12 +181,19 @@ def bench_run(
         secs = float(v.meta.get("train_seconds", 0))
         points.append({"prior": prior, "train_seconds": secs, "step": v.meta.get("step"), "schedule": kind, **r})
         print(json.dumps(points[-1]), flush=True)
-    for f in sorted((Path(run) / "snapshots").glob("*.json")):  # scored on validation clips during training
+    for f in sorted((Path(run) / "snapshots").glob("*.json")) if curve else []:  # scored during training
         m = json.loads(f.read_text())
         if "val_mel_l1_6" in m:
             keys = ("train_seconds", "step", "val_mel_l1_6")
             points.append({"prior": prior, "kind": "validation", **{k: m[k] for k in keys}})
     return rows, points
+
+
+def merge_curve(old: list[dict], new: list[dict]) -> list[dict]:
+    """The quality-vs-time points of ``old`` and ``new``, one per (prior, kind, training second): a point
+    measured again in ``new`` replaces the old one (and a point listed twice is kept once)."""
+    merged = {(c["prior"], c.get("kind", "test"), round(c["train_seconds"])): c for c in [*old, *new]}
+    return sorted(merged.values(), key=lambda c: (c["prior"], c.get("kind", "test"), c["train_seconds"]))
 
 
 def row_key(r: dict) -> tuple:
@@ -372,10 +379,7 @@ def main() -> None:
         res["rows"].sort(key=lambda r: (r.get("speaker", "en"), r["method"] != "griffin-lim", str(r["prior"]),
                                         r.get("train_voices", "en"), r["steps"], r["schedule"]))  # fmt: skip
         # the curve grows: points of earlier runs stay unless this run measured the same point again
-        ckey = lambda c: (c["prior"], c.get("kind", "test"), round(c["train_seconds"]))  # noqa: E731
-        new_points = {ckey(c) for c in curve}
-        res["curve"] = [c for c in old.get("curve", []) if ckey(c) not in new_points] + curve
-        res["curve"].sort(key=lambda c: (c["prior"], c.get("kind", "test"), c["train_seconds"]))
+        res["curve"] = merge_curve(old.get("curve", []), curve)
         res["commands"] = [*old.get("commands", [old.get("command")]), res["command"]]
         res["runs"] = {k: v or old.get("runs", {}).get(k) for k, v in res["runs"].items()}
     print(render_wavegrad(res))
