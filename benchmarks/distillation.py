@@ -389,14 +389,24 @@ def _f(v) -> str:
     return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
 
 
+def _where(part: dict) -> str:
+    """The machine, torch and seconds of a merged part, leaving out what that part did not record."""
+    m = part.get("machine", {})
+    cpu = [str(m["cpu"])] if m.get("cpu") else []
+    cpu += [f"{m['cores']} cores"] if m.get("cores") else []
+    cpu += [f"{m['torch_threads']} torch threads"] if m.get("torch_threads") else []
+    facts = [m.get("gpu") or ", ".join(cpu) or "machine not recorded"]
+    facts += [f"torch {m['torch']}"] if m.get("torch") else []
+    facts += [f"{part['seconds']} s"] if part.get("seconds") is not None else []
+    return "; ".join(facts)
+
+
 def render(data: dict) -> str:
     """The "Progressive distillation" section of docs/RESULTS.md."""
     out = ["## Progressive distillation", ""]
     out += [f"Date: {data.get('date')}  ", f"Merged by: `{data.get('merged_by', '?')}`  ", "Commands and machines:", ""]
     for p in data.get("parts", []):
-        m = p.get("machine", {})
-        where = m.get("gpu") or f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('torch_threads')} torch threads"
-        out.append(f"- `{p.get('command')}` ({where}; torch {m.get('torch')}, {p.get('seconds')} s)")
+        out.append(f"- `{p.get('command')}` ({_where(p)})")
     out.append("")
     rows = data.get("rows", [])
     for ds, p in data.get("datasets", {}).items():
