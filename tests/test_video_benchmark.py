@@ -39,9 +39,10 @@ def _result(recon_fvd: float = 30.0, joint_fd: float = 9.0, recon_mse: float = 0
         "extension": ext,
         "joint": [{"image_frames": 0, "frame_fd": 10.0, "fvd": 20.0},
                   {"image_frames": 4, "frame_fd": joint_fd, "fvd": 19.0}],
-        "interpolation": [{"method": "reconstruction", "mse": recon_mse, "fvd": 5.0},
-                          {"method": "replacement", "mse": 0.03, "fvd": 6.0},
-                          {"method": "linear", "mse": 0.04, "fvd": 7.0}],
+        "interpolation": [{"method": "reconstruction", "weight": 1.0, "mse": recon_mse + 0.02, "fvd": 5.0},
+                          {"method": "reconstruction", "weight": 5.0, "mse": recon_mse, "fvd": 5.0},
+                          {"method": "replacement", "weight": None, "mse": 0.03, "fvd": 6.0},
+                          {"method": "linear", "weight": None, "mse": 0.04, "fvd": 7.0}],
         "filmstrip": {"path": "docs/images/video-extension.png", "rows": ["truth", "replacement"], "every": 4},
     }  # fmt: skip
 
@@ -50,6 +51,7 @@ def test_targets_name_the_weights_where_reconstruction_wins_and_each_missed_targ
     met = bench.targets(_result())
     assert len(met) == 3 and all(": met" in line for line in met)
     assert "at weights 1, 2 of 1, 2, 5" in met[0]  # weight 5: FD 35 is worse than replacement's 33
+    assert "best MSE 0.0200 at weight 5 vs 0.0300 and 0.0400" in met[2]  # weight 1's 0.04 would miss
     missed = bench.targets(_result(recon_fvd=40.0, joint_fd=11.0, recon_mse=0.035))
     assert all(": missed" in line for line in missed)
     assert "at weights none" in missed[0]
