@@ -241,6 +241,7 @@ def _carried_joint(path: Path) -> dict:
         "samples_filmstrip": old.get("samples_filmstrip", {"path": SAMPLES_IMAGE, "rows": []}),
         "seconds_per_clip": {k: v for k, v in old.get("seconds_per_clip", {}).items() if k in names},
         "train": {k: v for k, v in old.get("train", {}).items() if k in names},
+        "floors": {k: old["floors"][k] for k in ("frame_fd", "fvd")},  # the joint table's floor row, as scored
         "command": source.get("command", old["command"]),
         "train_command": source.get("train_command", old.get("train_command", "unknown")),
         "machine": source.get("machine", old.get("machine")),
@@ -337,6 +338,7 @@ def render_video(data: dict) -> str:
     names = {"frame_items": "per-frame items", "video_items": "clip items", "order": "real vs shuffled order"}
     accuracy = ", ".join(f"{label} {acc[k]:.3f}" for k, label in names.items() if k in acc)
     long_videos = data.get("long_videos", data["videos"])
+    joint_floor = data.get("joint_source", {}).get("floors") or f  # kept rows keep the floor they were scored with
     out = [
         f"Trained by `{data.get('train_command', 'unknown')}`; scored by `{data['command']}` on {data['videos']} "
         f"test videos ({data['sampler']}). Video classifier on real test clips: {accuracy}.",
@@ -352,7 +354,7 @@ def render_video(data: dict) -> str:
         table(
             ["image frames per clip", "frame FD", "video FD"],
             [[r["image_frames"], r["frame_fd"], r["fvd"]] for r in data["joint"]]
-            + [["real floor", f["frame_fd"], f["fvd"]]],
+            + [["real floor", joint_floor["frame_fd"], joint_floor["fvd"]]],
         ),
         "",
     ]

@@ -87,8 +87,11 @@ def test_keep_joint_carries_the_earlier_rows_with_what_made_them(bench, tmp_path
     again = earlier | {"joint_source": {"command": "first", "train_command": "t", "date": "2026-10-01"}}
     path.write_text(json.dumps(again))
     assert bench._carried_joint(path)["command"] == "first"
-    text = bench.render_video(_result() | {"joint_source": kept})
+    assert kept["floors"] == {"frame_fd": 1.0, "fvd": 2.0}
+    new_floors = _result()["floors"] | {"frame_fd": 7.5, "fvd": 8.5}
+    text = bench.render_video(_result() | {"joint_source": kept, "floors": new_floors})
     assert "Kept from the earlier result of 2026-11-01" in text
+    assert "| real floor | 1.00 | 2.00 |" in text  # the kept rows' own floor, not this run's
     path.write_text(json.dumps(earlier | {"joint": []}))
     with pytest.raises(SystemExit, match="no joint-training rows"):
         bench._carried_joint(path)
