@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def evaluate(args: argparse.Namespace) -> None:
         video_classifier_metadata,
         video_fd,
     )
-    from difflab.methods.video import extend, interpolate, linear_interpolate
+    from difflab.methods.video import extend
 
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
@@ -171,23 +172,7 @@ def evaluate(args: argparse.Namespace) -> None:
         strips[f"{method} {weight or ''}".strip()] = x[:1]
         print(json.dumps(extension[-1]), flush=True)
 
-    low = truth[:, :, : CLIP + 1 : FACTOR]  # 5 frames at a quarter of the rate
-    real = truth[:, :, : CLIP + 1]
-    between = torch.ones(CLIP + 1, dtype=torch.bool)
-    between[::FACTOR] = False
-    interpolation = []
-    for method, weight in [*variants, ("linear", None)]:
-        if method == "linear":
-            x = linear_interpolate(low, FACTOR)
-        else:
-            x = interpolate(stage, low, FACTOR, method=method, weight=weight or 0.0, labels=classes, seed=2, **opts)
-        x = x.clamp(-1, 1)
-        interpolation.append({
-            "method": method, "weight": weight,
-            "mse": round(float((x[:, :, between] - real[:, :, between]).pow(2).mean()), 5),
-            "fvd": round(video_fd(x[:, :, :CLIP], reference), 4),
-        })  # fmt: skip
-        print(json.dumps(interpolation[-1]), flush=True)
+    interpolation = _interpolation_rows(stage, truth, classes, reference, variants, opts)
 
     image = ROOT / "docs" / "images" / "video-extension.png"
     order = ["truth", *[k for k in strips if k != "truth"]]
@@ -224,6 +209,61 @@ def evaluate(args: argparse.Namespace) -> None:
         result["joint_source"] = carried
     print(f"wrote {write_result('video', result)}")
     print("wrote", plot(result))
+
+
+def _interpolation_rows(stage, truth, classes, reference, variants: list, opts: dict) -> list[dict]:
+    """Frames 0, 4, ..., 16 of ``truth`` raised to 17 frames by each (method, weight) of ``variants`` and by
+    linear blending: MSE of the generated frames against the true ones, video FD of the first 16 frames."""
+    import torch
+
+    from difflab.eval.video import video_fd
+    from difflab.methods.video import interpolate, linear_interpolate
+
+    low = truth[:, :, : CLIP + 1 : FACTOR]  # 5 frames at a quarter of the rate
+    real = truth[:, :, : CLIP + 1]
+    between = torch.ones(CLIP + 1, dtype=torch.bool)
+    between[::FACTOR] = False
+    rows = []
+    for method, weight in [*variants, ("linear", None)]:
+        if method == "linear":
+            x = linear_interpolate(low, FACTOR)
+        else:
+            x = interpolate(stage, low, FACTOR, method=method, weight=weight or 0.0, labels=classes, seed=2, **opts)
+        x = x.clamp(-1, 1)
+        rows.append({
+            "method": method, "weight": weight,
+            "mse": round(float((x[:, :, between] - real[:, :, between]).pow(2).mean()), 5),
+            "fvd": round(video_fd(x[:, :, :CLIP], reference), 4),
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def rescore_interpolation(args: argparse.Namespace) -> None:
+    """``interp``: the interpolation rows of docs/results/video.json scored again with ``--weights`` by the
+    result's own extend run, on the same test videos, sampler and seeds; the rest of the result is kept and
+    the command is recorded beside the rows."""
+    import torch
+
+    import difflab
+
+    torch.set_num_threads(args.threads)
+    path = ROOT / "docs" / "results" / "video.json"
+    if not path.is_file():
+        raise SystemExit(f"interp: no result at {path}; run eval first")
+    result = json.loads(path.read_text())
+    n, n_long, run = result["videos"], result.get("long_videos", result["videos"]), result["extend_run"]
+    steps, guidance = (float(v) for v in re.findall(r"ddim, (\d+) steps, guidance ([\d.]+)", result["sampler"])[0])
+    opts = {"sampler": "ddim", "steps": int(steps), "guidance": guidance}
+    truth, classes, _ = _test_videos(max(n, n_long))
+    truth, classes = truth[:n_long], classes[:n_long]
+    first = max(n, n_long)
+    reference = _test_videos(max(n, 256), start=first + n)[0][:, :, :CLIP]
+    stage = difflab.load(Path(args.runs) / run, device=args.device)
+    variants = [("reconstruction", w) for w in args.weights] + [("replacement", None)]
+    result["interpolation"] = _interpolation_rows(stage, truth, classes, reference, variants, opts)
+    result["interpolation_command"] = command_line("benchmarks/video.py")
+    print(f"wrote {write_result('video', result)}")
 
 
 def _carried_joint(path: Path) -> dict:
@@ -375,7 +415,8 @@ def render_video(data: dict) -> str:
               + [["real videos", "-", f["identity_consistency"], f["motion_error"], f["fvd_48"], "-"]]),
         "",
         f"Interpolation 4x ({long_videos} test videos; MSE of the generated in-between frames; video FD of the first "
-        "16 frames):",
+        "16 frames" + (f"; scored by `{data['interpolation_command']}`" if data.get("interpolation_command") else "")
+        + "):",
         "",
         table(["method", "weight", "MSE", "video FD"],
               [[r["method"], r["weight"] if r.get("weight") is not None else "-", r["mse"], r["fvd"]]
@@ -395,7 +436,11 @@ def render_video(data: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("train", "eval", "plot"), help="plot: redraw the plot from the result")
+    p.add_argument(
+        "what",
+        choices=("train", "eval", "interp", "plot"),
+        help="interp: score the result's interpolation again at --weights; plot: redraw the plot from the result",
+    )
     p.add_argument("--runs", default="runs/video", help="folder of the runs (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=120.0, help="wall time of each run (default: %(default)s)")
     p.add_argument("--n", type=int, default=32, help="videos per score (default: %(default)s)")
@@ -421,7 +466,7 @@ def main() -> None:
 
         print("wrote", plot(json.loads(result_path("video").read_text())))
     else:
-        train(args) if args.what == "train" else evaluate(args)
+        {"train": train, "eval": evaluate, "interp": rescore_interpolation}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -97,3 +97,9 @@ def test_keep_joint_carries_the_earlier_rows_with_what_made_them(bench, tmp_path
         bench._carried_joint(path)
     with pytest.raises(SystemExit, match="no earlier result"):
         bench._carried_joint(tmp_path / "missing.json")
+
+
+def test_interpolation_rescored_later_names_its_command(bench) -> None:
+    text = bench.render_video(_result() | {"interpolation_command": "python benchmarks/video.py interp --weights 9"})
+    assert "16 frames; scored by `python benchmarks/video.py interp --weights 9`):" in text
+    assert "scored by" not in bench.render_video(_result()).split("Interpolation 4x")[1].split("\n")[0]
