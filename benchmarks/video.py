@@ -4,6 +4,7 @@ Two steps (each prints what it does; ``eval`` writes docs/results/video.json)::
 
     python benchmarks/video.py train [--minutes 120]
     python benchmarks/video.py eval  [--n 32] [--n-long 12]
+    python benchmarks/video.py interp --weights 1 2 5 10 20  (the result's interpolation again at other weights)
     python benchmarks/video.py plot  (redraws docs/images/video-extension-metrics.png from the result)
 
 ``train`` runs ``difflab train configs/video-moving.yaml`` under ``RUNS`` (default runs/video), three
