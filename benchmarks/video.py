@@ -48,6 +48,7 @@ from common import (  # noqa: E402
     command_line,
     machine_info,
     record_train_command,
+    result_path,
     train_commands,
     training_seconds,
     write_result,
@@ -96,6 +97,16 @@ def _test_videos(n: int, start: int = 0):
     return videos, classes, counts
 
 
+def _scored_videos(n: int, n_long: int):
+    """The test videos of ``eval`` (and ``interp``): the first ``n_long`` (videos, classes, item counts),
+    extended and interpolated; the classes of the first ``n``, asked of the joint-training stages; and the
+    reference clips, after the ``n`` floor videos that follow test video ``max(n, n_long) - 1``."""
+    first = max(n, n_long)
+    truth, classes, counts = _test_videos(first)
+    reference = _test_videos(max(n, 256), start=first + n)[0][:, :, :CLIP]
+    return (truth[:n_long], classes[:n_long], counts[:n_long]), classes[:n], reference
+
+
 def evaluate(args: argparse.Namespace) -> None:
     import torch
 
@@ -116,12 +127,8 @@ def evaluate(args: argparse.Namespace) -> None:
     n_long = args.n_long or args.n
     if min(args.n, n_long) < 2:
         raise SystemExit("--n and --n-long must be at least 2: a Frechet distance needs two videos")
-    first = max(args.n, n_long)  # test videos 0..first-1 are extended, interpolated and give the labels
-    truth, classes, counts = _test_videos(first)
-    labels = classes[: args.n]  # the classes the joint-training stages are asked for
-    truth, classes, counts = truth[:n_long], classes[:n_long], counts[:n_long]
-    floor_videos, _, floor_counts = _test_videos(args.n, start=first)
-    reference = _test_videos(max(args.n, 256), start=first + args.n)[0][:, :, :CLIP]
+    (truth, classes, counts), labels, reference = _scored_videos(args.n, n_long)
+    floor_videos, _, floor_counts = _test_videos(args.n, start=max(args.n, n_long))
 
     def windows(v):  # (B, 1, 48, ...) -> (3B, 1, 16, ...)
         return v.unflatten(2, (-1, CLIP)).transpose(1, 2).flatten(0, 1)
@@ -137,7 +144,7 @@ def evaluate(args: argparse.Namespace) -> None:
     print("floors", json.dumps(floors), flush=True)
 
     joint, seconds, samples = [], {}, {}
-    carried = _carried_joint(ROOT / "docs" / "results" / "video.json") if args.keep_joint else None
+    carried = _carried_joint(result_path("video")) if args.keep_joint else None
     for k in IMAGE_FRAMES:
         run = runs / f"joint-{k}"
         if carried or not run.is_dir():
@@ -249,17 +256,14 @@ def rescore_interpolation(args: argparse.Namespace) -> None:
     import difflab
 
     torch.set_num_threads(args.threads)
-    path = ROOT / "docs" / "results" / "video.json"
+    path = result_path("video")
     if not path.is_file():
         raise SystemExit(f"interp: no result at {path}; run eval first")
     result = json.loads(path.read_text())
     n, n_long, run = result["videos"], result.get("long_videos", result["videos"]), result["extend_run"]
     steps, guidance = (float(v) for v in re.findall(r"ddim, (\d+) steps, guidance ([\d.]+)", result["sampler"])[0])
     opts = {"sampler": "ddim", "steps": int(steps), "guidance": guidance}
-    truth, classes, _ = _test_videos(max(n, n_long))
-    truth, classes = truth[:n_long], classes[:n_long]
-    first = max(n, n_long)
-    reference = _test_videos(max(n, 256), start=first + n)[0][:, :, :CLIP]
+    (truth, classes, _), _, reference = _scored_videos(n, n_long)
     stage = difflab.load(Path(args.runs) / run, device=args.device)
     variants = [("reconstruction", w) for w in args.weights] + [("replacement", None)]
     result["interpolation"] = _interpolation_rows(stage, truth, classes, reference, variants, opts)
@@ -463,8 +467,6 @@ def main() -> None:
     p.add_argument("--train-options", nargs="*", default=[], metavar="KEY=VALUE", help="train: config overrides")
     args = p.parse_args()
     if args.what == "plot":
-        from common import result_path
-
         print("wrote", plot(json.loads(result_path("video").read_text())))
     else:
         {"train": train, "eval": evaluate, "interp": rescore_interpolation}[args.what](args)

@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("video_bench", BENCH / "video.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.path.remove(str(BENCH))
+BENCHMARK = "video"  # benchmarks/video.py, loaded by the `bench` fixture of conftest.py
 
 
 def _result(recon_fvd: float = 30.0, joint_fd: float = 9.0, recon_mse: float = 0.02) -> dict:
