@@ -46,12 +46,13 @@ def _two_step_upsample(self: unet_blocks.Upsample, x: torch.Tensor) -> torch.Ten
 def _two_step_ublock(
     self: wavegrad_net.UBlock, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
 ) -> torch.Tensor:
-    x = F.interpolate(x, scale_factor=self.factor, mode="nearest")
-    h = self.convs[0](F.leaky_relu(x, 0.2))
-    h = self.convs[1](F.leaky_relu(scale * h + shift, 0.2))
-    x = h + self.skip(x)
-    h = self.convs[2](F.leaky_relu(scale * x + shift, 0.2))
-    return x + self.convs[3](F.leaky_relu(scale * h + shift, 0.2))
+    conv = wavegrad_net.conv_rows  # the block computes in the layout of wavegrad_net.as_rows
+    x = F.interpolate(x, scale_factor=(1, self.factor), mode="nearest")
+    h = conv(F.leaky_relu(x, 0.2), self.convs[0])
+    h = conv(F.leaky_relu(scale * h + shift, 0.2), self.convs[1])
+    x = h + conv(x, self.skip)
+    h = conv(F.leaky_relu(scale * x + shift, 0.2), self.convs[2])
+    return x + conv(F.leaky_relu(scale * h + shift, 0.2), self.convs[3])
 
 
 def _alternate(

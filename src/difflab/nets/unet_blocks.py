@@ -81,17 +81,23 @@ def upsample_conv(x: Tensor, weight: Tensor, bias: Tensor | None, factor: int = 
     intermediate. The parameters (and checkpoints) stay those of the 3-tap convolution; equal to
     the two-step form up to float rounding (tests/test_unet.py).
     """
-    taps = upsample_taps(factor, weight.dtype, weight.device)
     if weight.ndim == 3:
-        kernel = torch.einsum("ku,oiu->iok", taps, weight)  # (in, out, factor + 2): conv_transpose layout
         # As a 2-D transposed convolution of height 1: on CPUs torch runs the 1-D one by a slower path
         # (measured 1.6-1.9x the time on WaveGrad's up-sampling shapes, one thread), the 2-D one by oneDNN.
-        out = F.conv_transpose2d(
-            x[:, :, None], kernel[:, :, None].to(x.dtype), bias, stride=(1, factor), padding=(0, 1)
-        )
-        return out[:, :, 0]
+        return upsample_conv_rows(x[:, :, None], weight, bias, factor)[:, :, 0]
+    taps = upsample_taps(factor, weight.dtype, weight.device)
     kernel = torch.einsum("ku,oiuv,lv->iokl", taps, weight, taps)
     return F.conv_transpose2d(x, kernel.to(x.dtype), bias, stride=factor, padding=1)
+
+
+def upsample_conv_rows(x: Tensor, weight: Tensor, bias: Tensor | None, factor: int = 2) -> Tensor:
+    """:func:`upsample_conv` of a 1-D signal stored as an image of height 1, (B, C, 1, L), with the
+    3-tap kernel ``weight`` (out, in, 3) of a ``Conv1d``; the result keeps the input's memory format."""
+    taps = upsample_taps(factor, weight.dtype, weight.device)
+    kernel = torch.einsum("ku,oiu->iok", taps, weight)[:, :, None].to(x.dtype)  # (in, out, 1, factor + 2)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        kernel = kernel.contiguous(memory_format=torch.channels_last)  # oneDNN then returns channels-last too
+    return F.conv_transpose2d(x, kernel, bias, stride=(1, factor), padding=(0, 1))
 
 
 class Upsample(nn.Module):
