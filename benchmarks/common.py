@@ -10,6 +10,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from difflab.allocator import keep_freed_memory  # noqa: E402
+
+# Every benchmark measures what the difflab command does, and the command keeps freed memory in the
+# process (src/difflab/allocator.py); comparisons with other libraries run in the same process.
+MALLOC = "kept" if keep_freed_memory() else "default"
 
 
 def machine_info() -> dict:
@@ -32,6 +39,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
     }
+    info["malloc"] = MALLOC  # glibc malloc: freed memory kept in the process, or the default
     if hasattr(os, "getloadavg"):
         info["load_average"] = round(os.getloadavg()[0], 2)  # 1-minute: was the machine busy?
     try:

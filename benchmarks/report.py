@@ -53,6 +53,8 @@ def provenance(data: dict) -> str:
             parts.append(f"torch threads: {m['torch_threads']}")
         if m.get("load_average"):
             parts.append(f"load average {m['load_average']} at start")
+        if m.get("malloc") == "kept":
+            parts.append("freed memory kept in the process (difflab/allocator.py)")
         parts += [f"{k} {m[k]}" for k in ("torch", "diffusers", "python") if m.get(k)]
         machine = ", ".join(parts)
     else:

@@ -35,7 +35,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import MALLOC  # noqa: E402  (difflab's command keeps freed memory: so does this benchmark)
 from difflab.methods.wavegrad.net import WaveGrad, noise_encoding  # noqa: E402
 
 
@@ -139,7 +141,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=9, help="timed runs of each form (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=5.5, help="audio length of the call and vocode rows (%(default)s)")
     args = p.parse_args()
-    print(f"{args.threads} torch thread(s), load average {os.getloadavg()[0]:.2f} at start")
+    print(f"{args.threads} torch thread(s), load average {os.getloadavg()[0]:.2f} at start, malloc {MALLOC}")
     for r in measure(args.threads, args.repeats, args.seconds):
         line = f"{r['what']}: plain {r['plain'] * 1e3:.1f} ms, library {r['library'] * 1e3:.1f} ms, "
         line += f"speed-up {r['plain'] / r['library']:.2f}x"

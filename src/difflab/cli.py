@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
+from .allocator import keep_freed_memory
 
 PROG = "difflab"
 USAGE_ERROR = 2
@@ -271,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 0
     if args.command is None:
         return _fail(f"a command is required, one of: {', '.join(COMMANDS)} (see '{PROG} --help')")
+    keep_freed_memory()  # tensor buffers reused instead of page-faulted afresh (difflab/allocator.py)
     try:
         return COMMANDS[args.command].run(args)
     except BrokenPipeError:  # e.g. `difflab demo | head`: stop quietly, like other command-line tools
