@@ -54,3 +54,14 @@ def test_freed_buffers_are_reused_instead_of_page_faulted() -> None:
 def test_default_in_the_environment_keeps_glibc_behaviour() -> None:
     r = _probe("keep", DIFFLAB_MALLOC="default")
     assert r["applied"] is False and r["faults_per_pass"] > 2000
+
+
+BENCHMARK = "allocator"  # benchmarks/allocator.py, loaded by the `bench` fixture of conftest.py
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings: Linux only")
+def test_benchmark_runs_each_setting_in_its_own_process(bench) -> None:
+    kept = bench.measure("wavegrad-call", "kept", threads=1, repeats=1)
+    default = bench.measure("wavegrad-call", "default", threads=1, repeats=1)
+    assert kept["mode"] == "kept" and default["mode"] == "default"
+    assert kept["seconds"] > 0 and kept["faults"] < default["faults"]
