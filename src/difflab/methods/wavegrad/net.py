@@ -72,9 +72,9 @@ class WaveGradConfig:
 
 def as_rows(x: Tensor) -> Tensor:
     """A signal (B, C, L) as the layout the blocks compute in: an image of height 1, (B, C, 1, L),
-    stored channels-last (each time step's channels contiguous). oneDNN's convolutions run this
-    layout without reordering, 1.1-2.8x faster than (B, C, L) on this network's long, narrow signals
-    (32-128 channels, one thread; benchmarks/wavegrad_layout.py measures the whole network)."""
+    stored channels-last (each time step's channels contiguous). oneDNN convolves this layout without
+    reordering it, which on this network's long, narrow signals (16-128 channels) is where most of
+    the speed-up measured by benchmarks/wavegrad_speed.py comes from."""
     return x[:, :, None].contiguous(memory_format=torch.channels_last)
 
 
@@ -91,8 +91,8 @@ def conv_rows(x: Tensor, conv: nn.Conv1d) -> Tensor:
 def modulate(h: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     """``leaky_relu(scale * h + shift)`` into one new tensor (fused multiply-add, then the activation
     in place, which autograd allows: neither needs the overwritten values for its gradient). Fewer
-    fresh buffers matter here: each large one costs page faults on first touch, about 15% of a
-    network call on this CPU's long signals."""
+    fresh buffers matter on these long signals: unless the process keeps freed memory
+    (:mod:`difflab.allocator`), each large one costs page faults on first touch."""
     return F.leaky_relu(torch.addcmul(shift, scale, h), 0.2, inplace=True)
 
 
