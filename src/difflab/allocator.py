@@ -5,18 +5,20 @@ come from the C library's ``malloc``. glibc serves a request above its mmap thre
 first, raised as large blocks are freed, at most 32 MiB) with freshly mapped pages and unmaps them
 on free; it also hands freed memory at the top of its heap back to the kernel once more than the
 trim threshold (128 KiB) is free there. Either way the next tensor of that size lands on fresh
-pages, which the kernel zeroes one 4 KiB page fault at a time on first touch. Measured on the
-2-core CPU this project is developed on: a U-Net forward at batch 100 (the ARDM codec's calls)
-spent about 20% of its time so, a WaveGrad network call about 15%, a U-Net training step about 10%.
+pages, which the kernel zeroes one 4 KiB page fault at a time on first touch. On the 2-core CPU
+this project is developed on, ``benchmarks/allocator.py`` measured a U-Net forward at batch 100 (the
+ARDM codec's calls) 1.26x faster with the settings below, a WaveGrad network call 1.11x and a U-Net
+training step 1.13x.
 
 :func:`keep_freed_memory` fixes the mmap threshold at 32 MiB, the trim threshold at 1 GiB and the
 heap's top pad at 256 MiB, so buffers up to 32 MiB are reused from the heap instead. The cost: the
 process keeps the heap of its peak until it exits (its resident size does not shrink after a
-peak). Results are unchanged. The ``difflab`` command calls it at start, as do the benchmarks that
-measure speed; set ``DIFFLAB_MALLOC=default`` to keep glibc's own behaviour. It does nothing where
-the C library is not glibc (macOS, Windows, musl). A preloaded jemalloc or tcmalloc, which the
-PyTorch performance guides suggest for CPUs, serves the same purpose by other means; with one of
-them loaded this call changes nothing that matters.
+peak). Results are unchanged. The ``difflab`` command calls it at start, as do the benchmark
+scripts (``benchmarks/common.py``); set ``DIFFLAB_MALLOC=default`` to keep glibc's own behaviour.
+It does nothing where the C library is not glibc (macOS, Windows, musl). A preloaded jemalloc or
+tcmalloc, which the PyTorch performance guides suggest for CPUs, serves the same purpose by other
+means; with one preloaded, glibc's malloc no longer serves the tensors and these settings do not
+matter.
 """
 
 from __future__ import annotations
