@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +20,19 @@ from difflab.allocator import keep_freed_memory  # noqa: E402
 # Every benchmark measures what the difflab command does, and the command keeps freed memory in the
 # process (src/difflab/allocator.py); comparisons with other libraries run in the same process.
 MALLOC = "kept" if keep_freed_memory() else "default"
+
+
+def alternate(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each of ``runs``, called in turn (so that machine noise hits all alike)
+    ``repeats`` times after two warm-up rounds."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(repeats + 2):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            if i >= 2:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def machine_info() -> dict:

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import alternate  # noqa: E402
 from difflab.methods.wavegrad import net as wavegrad_net  # noqa: E402
 from difflab.nets import unet_blocks  # noqa: E402
 
@@ -67,22 +66,22 @@ def _alternate(
         for name, (cls, attr, ref) in patches.items():
             setattr(cls, attr, ref if reference else own[name])
 
-    times: dict[str, list[float]] = {"two_step": [], "one_step": []}
+    def form(reference: bool) -> Callable[[], object]:
+        def timed() -> object:
+            use(reference)
+            return run()
+
+        return timed
+
     try:
         use(True)
         reference_out = check()
         use(False)
         diff = float((reference_out - check()).abs().max())
-        for i in range(repeats + 2):
-            for key, reference in (("two_step", True), ("one_step", False)):
-                use(reference)
-                t0 = time.perf_counter()
-                run()
-                if i >= 2:
-                    times[key].append(time.perf_counter() - t0)
+        median = alternate({"two_step": form(True), "one_step": form(False)}, repeats)
     finally:
         use(False)
-    two, one = statistics.median(times["two_step"]), statistics.median(times["one_step"])
+    two, one = median["two_step"], median["one_step"]
     return {"two_step_s": round(two, 4), "one_step_s": round(one, 4), "speedup": round(two / one, 3), "max_diff": diff}
 
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MALLOC  # noqa: E402  (difflab's command keeps freed memory: so does this benchmark)
+from common import MALLOC, alternate  # noqa: E402  (difflab's command keeps freed memory: so does this benchmark)
 from difflab.methods.wavegrad.net import WaveGrad, noise_encoding  # noqa: E402
 
 
@@ -71,18 +69,6 @@ def plain_forward(net: WaveGrad, z: torch.Tensor, lam: torch.Tensor, mel: torch.
         h = conv(act(scale * conv(act(scale * x + shift), up.convs[2]) + shift), up.convs[3])
         x = x + h
     return conv(act(x), net.out)
-
-
-def alternate(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each of ``runs``, called in turn ``repeats`` times after two warm-up rounds."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for i in range(repeats + 2):
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            if i >= 2:
-                times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def measure(threads: int, repeats: int, seconds: float) -> list[dict[str, object]]:
